@@ -1,0 +1,139 @@
+"""The contract every adapter layer fulfils (SPEC §1).
+
+An adapter *wraps* a frozen ``nn.Linear`` (it does not subclass it, as in peft), so the
+base weights stay where the checkpoint put them and the adapter only adds a branch:
+
+    y = base(x) + scaling · Δ(dropout(x))
+
+A new method subclasses :class:`AdapterLayer`, builds its parameters in ``__init__``
+(with :meth:`AdapterLayer.factory_kwargs`), and implements ``delta``, ``num_params`` and,
+if ``mergeable``, ``delta_weight``. Everything else — dtype handling, merge bookkeeping,
+freezing — lives here once.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from qtha.config import AdapterConfig
+
+
+class AdapterMergeError(RuntimeError):
+    """Merge/unmerge called in the wrong state, on a non-mergeable adapter, or unsafely."""
+
+
+class AdapterLayer(nn.Module, ABC):
+    """A trainable branch added to a frozen linear layer.
+
+    Adapter parameters are created in ``dtype`` (float32 by default) whatever the base
+    dtype: a bf16 parameter cannot hold a small optimiser update (8-bit mantissa rounds
+    ``w + lr·g`` back to ``w``), and the quantum branches must never run in bf16. Inputs
+    are cast to the adapter dtype for the branch and the result cast back, so a bf16 LM
+    with float32 adapters runs without autocast.
+    """
+
+    mergeable: ClassVar[bool]
+
+    def __init__(self, base: nn.Linear, cfg: AdapterConfig, *, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"{type(self).__name__} wraps nn.Linear, got {type(base).__name__}")
+        if cfg.rank <= 0:
+            raise ValueError(f"adapter rank must be a positive integer, got {cfg.rank}")
+        self.base = base.requires_grad_(False)
+        self.rank = cfg.rank
+        self.scaling = cfg.alpha / cfg.rank
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.merged = False
+        self._dtype = dtype
+
+    # ------------------------------------------------------------------ subclass API
+    @abstractmethod
+    def delta(self, x: Tensor) -> Tensor:
+        """Unscaled Δ(x) for ``x`` already in the adapter dtype: (..., d_in) -> (..., d_out)."""
+
+    @classmethod
+    @abstractmethod
+    def num_params(cls, cfg: AdapterConfig, d_in: int, d_out: int) -> int:
+        """Exact trainable count from config and shape alone (no tensors, so meta models work)."""
+
+    def delta_weight(self) -> Tensor:
+        """Scaled update as a (d_out, d_in) matrix in the adapter dtype; mergeable adapters only."""
+        raise AdapterMergeError(self._not_mergeable_message())
+
+    def factory_kwargs(self) -> dict[str, Any]:
+        """Device of the base weight (``meta`` included) and the adapter dtype, for new tensors."""
+        return {"device": self.base.weight.device, "dtype": self._dtype}
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    @property
+    def weight(self) -> Tensor:
+        """The base weight: some model code reads ``proj.weight`` (e.g. for its dtype), as with peft."""
+        return self.base.weight
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.base(x)
+        if self.merged:
+            return y
+        d = self.delta(self.dropout(x.to(self._compute_dtype())))
+        return y + (self.scaling * d).to(y.dtype)
+
+    def _compute_dtype(self) -> torch.dtype:
+        """The adapter's current parameter dtype (follows ``.to()`` / ``.double()`` calls)."""
+        for name, p in self.named_parameters():
+            if not name.startswith("base."):
+                return p.dtype
+        return self._dtype
+
+    # ------------------------------------------------------------------ merge
+    @torch.no_grad()
+    def merge(self, safe: bool = True) -> None:
+        """Add ``delta_weight()`` into the base weight; an explicit call only, never a mode switch.
+
+        ``safe`` checks the merged weight is finite before writing it, so a diverged adapter
+        cannot silently corrupt the LM.
+        """
+        self.check_mergeable()
+        w = self.base.weight
+        merged = w + self.delta_weight().to(w.dtype)
+        if safe and not torch.isfinite(merged).all():
+            raise AdapterMergeError(f"{type(self).__name__}: merged weight has NaN/inf; base left unchanged")
+        w.copy_(merged)
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Subtract ``delta_weight()`` again (exact in float32 up to rounding; lossy in bf16)."""
+        if not self.merged:
+            raise AdapterMergeError(f"{type(self).__name__} is not merged; nothing to unmerge")
+        w = self.base.weight
+        w.sub_(self.delta_weight().to(w.dtype))
+        self.merged = False
+
+    def check_mergeable(self) -> None:
+        """Raise unless ``merge()`` would succeed state-wise (lets callers check every layer first)."""
+        if not self.mergeable:
+            raise AdapterMergeError(self._not_mergeable_message())
+        if self.merged:
+            raise AdapterMergeError(f"{type(self).__name__} is already merged; call unmerge() first")
+
+    def _not_mergeable_message(self) -> str:
+        return (
+            f"{type(self).__name__} cannot be merged: its Δ(x) is not linear in x, "
+            "so it has no equivalent weight update"
+        )
+
+    def extra_repr(self) -> str:
+        return f"rank={self.rank}, scaling={self.scaling:g}, merged={self.merged}"

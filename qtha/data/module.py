@@ -1,0 +1,70 @@
+"""LightningDataModule: seeded nested subsample of the pool, tokenisation, loaders."""
+from __future__ import annotations
+
+import random
+from functools import partial
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from qtha.config import ConfigError, DataConfig
+from qtha.data import Example, load_splits
+from qtha.data.formatting import Encoded, collate, encode_chat
+
+
+def subsample(pool: list[Example], size: int, seed: int) -> list[Example]:
+    """The first ``size`` of a seeded permutation: same seed ⇒ 300 ⊂ 3000 (nested sizes)."""
+    if size <= 0 or size > len(pool):
+        raise ConfigError(f"data.size={size} is outside the training pool; allowed: 1..{len(pool)}")
+    order = list(range(len(pool)))
+    random.Random(seed).shuffle(order)
+    return [pool[i] for i in order[:size]]
+
+
+class ChatDataModule(L.LightningDataModule):
+    """Training rows = ``data.size`` of the pool (by ``seed``), validation = the test split."""
+
+    def __init__(self, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, seed: int,
+                 batch_size: int, num_workers: int = 0) -> None:
+        super().__init__()
+        self.cfg, self.tokenizer, self.seed = cfg, tokenizer, seed
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.train_rows: list[Example] = []
+        self.test_rows: list[Example] = []
+        self.train_set: list[Encoded] = []
+        self.val_set: list[Encoded] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set:
+            return
+        pool, test = load_splits(self.cfg)
+        self.train_rows = subsample(pool, self.cfg.size, self.seed)
+        self.test_rows = test[: self.cfg.test_size]
+        encode = lambda row: encode_chat(self.tokenizer, row["messages"], self.cfg.max_length)  # noqa: E731
+        self.train_set = [encode(r) for r in self.train_rows]
+        self.val_set = [encode(r) for r in self.test_rows]
+
+    def summary(self) -> dict[str, Any]:
+        """Rows, tokens and truncation rate: logged once so a reader can judge the data."""
+        def stats(rows: list[Encoded]) -> dict[str, Any]:
+            n_tok = sum(len(e.input_ids) for e in rows)
+            n_resp = sum(sum(1 for t in e.labels if t != -100) for e in rows)
+            return {"rows": len(rows), "tokens": n_tok, "response_tokens": n_resp,
+                    "mean_tokens": round(n_tok / max(len(rows), 1), 1),
+                    "truncation_rate": round(sum(e.truncated for e in rows) / max(len(rows), 1), 4)}
+        return {"train": stats(self.train_set), "test": stats(self.val_set)}
+
+    def _loader(self, rows: list[Encoded], shuffle: bool) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(rows, batch_size=self.batch_size, shuffle=shuffle, generator=gen,
+                          num_workers=self.num_workers,
+                          collate_fn=partial(collate, pad_id=self.tokenizer.pad_token_id))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)

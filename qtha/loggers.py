@@ -1,0 +1,47 @@
+"""Experiment trackers: W&B (offline by default, never a prompt) or CSV, via Lightning."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+
+from qtha.config import LoggerConfig
+
+
+def has_wandb_credentials() -> bool:
+    """An API key in the environment or a netrc entry: never ask interactively."""
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
+
+
+def build_logger(cfg: LoggerConfig, group: str, name: str, save_dir: Path,
+                 config: dict[str, Any]) -> Optional[Logger]:
+    """One tracker run per qtha run: grouped by experiment, named from the overrides."""
+    save_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.kind == "none":
+        return None
+    if cfg.kind == "csv":
+        return CSVLogger(save_dir=str(save_dir), name=group, version=name)
+    os.environ["WANDB_MODE"] = cfg.mode  # the config decides; WandbLogger honours the env too
+    return WandbLogger(project=cfg.project, entity=cfg.entity, group=group, name=name, save_dir=str(save_dir),
+                       mode=cfg.mode, config=config, job_type="train", settings={"silent": True})
+
+
+def run_path(logger: Optional[Logger]) -> Optional[str]:
+    """Where the tracker keeps this run: ``entity/project/id`` online, the local run dir offline."""
+    if isinstance(logger, WandbLogger):
+        run = logger.experiment
+        return run.dir if run.offline else run.path
+    if isinstance(logger, CSVLogger):
+        return logger.log_dir
+    return None
+
+
+def finish(logger: Optional[Logger]) -> None:
+    """Always close the W&B run, so a failed job never leaks into the next multirun job."""
+    if isinstance(logger, WandbLogger):
+        import wandb
+
+        wandb.finish()

@@ -1,0 +1,89 @@
+"""LightningModule: response-only causal-LM loss, AdamW over trainable params, adapter-only ckpt."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qtha.adapters import adapter_state_dict
+from qtha.config import TrainerConfig
+from qtha.data.formatting import IGNORE_INDEX
+
+
+def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token next-token cross-entropy (fp32) and the mask of scored tokens, both (B, T-1)."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="none").view_as(shift_labels)
+    return loss, shift_labels != IGNORE_INDEX
+
+
+def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """LR multiplier: linear warmup to 1, then cosine decay to ``min_ratio`` at ``total``."""
+    if step < warmup:
+        return (step + 1) / max(warmup, 1)
+    progress = min(1.0, (step - warmup) / max(total - warmup, 1))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class AdapterLM(L.LightningModule):
+    """Trains only what ``requires_grad`` (the adapters); checkpoints hold only that."""
+
+    def __init__(self, model: nn.Module, cfg: TrainerConfig) -> None:
+        super().__init__()
+        self.model, self.cfg = model, cfg
+        self.strict_loading = False
+        self.history: list[dict[str, float]] = []
+        self._val: list[torch.Tensor] = []
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return token_losses(logits, batch["labels"])
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, mask = self(batch)
+        mean = (loss * mask).sum() / mask.sum().clamp(min=1)
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log("train/loss", mean, prog_bar=True, batch_size=batch["input_ids"].size(0))
+        self.log("train/lr", lr, batch_size=batch["input_ids"].size(0))
+        self.history.append({"step": self.global_step, "train_loss": float(mean.detach()), "lr": lr})
+        return mean
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = []
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, mask = self(batch)
+        per_sample_sum = (loss * mask).sum(1)
+        per_sample_n = mask.sum(1)
+        self._val.append(torch.stack([per_sample_sum, per_sample_n.to(loss.dtype)], 1).detach())
+
+    def on_validation_epoch_end(self) -> None:
+        rows = torch.cat(self._val)
+        rows = rows[rows[:, 1] > 0]
+        token_mean = rows[:, 0].sum() / rows[:, 1].sum()
+        sample_ppl = torch.exp(rows[:, 0] / rows[:, 1]).mean()
+        # Two perplexity definitions (SPEC §3): exp of the token-mean loss, and the authors'
+        # mean over samples of exp(per-sample mean loss).
+        self.log_dict({"val/loss": token_mean, "val/ppl": torch.exp(token_mean), "val/ppl_sample": sample_ppl},
+                      prog_bar=True)
+        if self.trainer.state.fn == "fit":
+            self.history.append({"step": self.global_step, "val_loss": float(token_mean)})
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("no trainable parameters: adapter=none cannot be trained (set trainer.max_steps=0)")
+        opt = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, self.cfg.warmup_steps, self.cfg.max_steps, self.cfg.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep only adapter weights: a checkpoint of a 7B run stays a few MB."""
+        checkpoint["state_dict"] = {f"model.{k}": v for k, v in adapter_state_dict(self.model).items()}

@@ -1,0 +1,144 @@
+"""Run records: one JSON per run under ``results/runs/<experiment>/<run-key>.json``.
+
+Modelled on peft's ``method_comparison`` harness: each record carries the resolved config,
+metrics, trainable-parameter count, git hash, versions and status, and a run whose record
+is already ``ok`` is skipped. Records are written atomically (temp file, fsync, rename), so
+a crash never leaves a half-written or corrupted record behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "failed", "running")
+_VERSIONED = ("torch", "lightning", "transformers", "hydra-core", "pennylane", "pennylane-lightning",
+              "wandb", "datasets", "evaluate", "peft", "qtha")
+
+
+@dataclass
+class RunRecord:
+    """What one run leaves behind (SPEC §4 fields plus provenance)."""
+
+    status: str
+    experiment: str
+    run_key: str
+    config: dict[str, Any]
+    overrides: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    trainable_params: int = 0
+    total_params: int = 0
+    trainable_per_module: dict[str, int] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    git_sha: Optional[str] = None
+    versions: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    wandb_run: Optional[str] = None
+    adapter_path: Optional[str] = None
+    error: Optional[str] = None
+    started_at: Optional[str] = None
+    finished_at: Optional[str] = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False, sort_keys=False)
+
+
+def run_key(overrides: Iterable[str], seed: int) -> str:
+    """A readable, filesystem-safe key from the task overrides and the seed.
+
+    Sorted so ``a=1 b=2`` and ``b=2 a=1`` give the same record; the seed always appears
+    because two seeds of the same setting are two records.
+    """
+    parts = sorted(o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith("seed"))
+    parts.append(f"seed={seed}")
+    key = "__".join(parts)
+    key = re.sub(r"[^A-Za-z0-9_.=,+\-]", "-", key)
+    return key[:200]
+
+
+def record_path(results_dir: str | Path, experiment: str, key: str) -> Path:
+    return Path(results_dir) / "runs" / experiment / f"{key}.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory, fsync, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_record(record: RunRecord, results_dir: str | Path) -> Path:
+    path = record_path(results_dir, record.experiment, record.run_key)
+    atomic_write_text(path, record.to_json() + "\n")
+    return path
+
+
+def load_record(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def is_done(results_dir: str | Path, experiment: str, key: str) -> bool:
+    """True when a record for this key exists and finished ``ok`` (unreadable ⇒ not done)."""
+    path = record_path(results_dir, experiment, key)
+    try:
+        return load_record(path).get("status") == "ok"
+    except (OSError, ValueError):
+        return False
+
+
+def git_sha(cwd: str | Path | None = None) -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def versions() -> dict[str, str]:
+    found: dict[str, str] = {"python": platform.python_version()}
+    for dist in _VERSIONED:
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def environment() -> dict[str, Any]:
+    """Machine facts that explain a number: CPU count, platform, accelerator."""
+    import torch
+
+    env: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env

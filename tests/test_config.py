@@ -1,0 +1,75 @@
+"""Every config composes; bad keys and values fail at composition with one line."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from qtha.compose import check_jobs, compose_checked, expand_sweeps, group_options
+from qtha.config import ConfigError
+
+
+@pytest.mark.parametrize("group", ["model", "adapter", "data", "trainer", "logger", "experiment"])
+def test_every_option_of_every_group_composes(group):
+    for option in group_options(group):
+        cfg = compose_checked([f"{group}={option}"])
+        assert cfg is not None
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_slurm", "joblib_local", "slurm"])
+def test_hydra_launchers_compose(launcher):
+    assert check_jobs([f"hydra/launcher={launcher}"], multirun=True) == 1
+
+
+def test_adapter_model_grid_composes():
+    for model, adapter in itertools.product(group_options("model"), group_options("adapter")):
+        cfg = compose_checked([f"model={model}", f"adapter={adapter}"])
+        assert cfg.model.name == model and cfg.adapter.name == adapter
+
+
+def test_defaults_are_the_embedded_offline_run():
+    cfg = compose_checked([])
+    assert cfg.model.name == "smollm2_135m" and cfg.model.source == "gguf"
+    assert cfg.adapter.name == "lora" and list(cfg.adapter.target_modules) == ["q_proj", "v_proj"]
+    assert cfg.adapter.rank == 4 and cfg.data.name == "synthetic_math"
+    assert cfg.logger.kind == "wandb" and cfg.logger.mode == "offline"
+    assert cfg.trainer.max_steps > 0
+
+
+def test_sweep_expansion_matches_hydra_order():
+    jobs = expand_sweeps(["adapter=lora,none", "data.size=300,3000"])
+    assert jobs == [["adapter=lora", "data.size=300"], ["adapter=lora", "data.size=3000"],
+                    ["adapter=none", "data.size=300"], ["adapter=none", "data.size=3000"]]
+
+
+BAD = [
+    (["adapter=foo"], "adapter='foo' is unknown; allowed: lora, none"),
+    (["model=gpt5"], "model='gpt5' is unknown; allowed:"),
+    (["data=nope"], "data='nope' is unknown; allowed:"),
+    (["adapter.rnk=4"], "adapter.rnk is not a config key; allowed keys in adapter:"),
+    (["trainer.max_step=3"], "trainer.max_step is not a config key"),
+    (["adapter.rank=abc"], "adapter.rank='abc' is not a valid integer"),
+    (["adapter.rank=0"], "adapter.rank=0 must be > 0"),
+    (["adapter.alpha=-1"], "adapter.alpha=-1.0 must be > 0"),
+    (["adapter.dropout=1.5"], "adapter.dropout=1.5 must be in [0, 1)"),
+    (["data.size=0"], "data.size=0 must be > 0"),
+    (["data.max_length=8"], "data.max_length=8 is too short"),
+    (["trainer.precision=fp8"], "trainer.precision='fp8' is not allowed; allowed:"),
+    (["logger.mode=sometimes"], "logger.mode='sometimes' is not allowed; allowed: offline, online, disabled"),
+    (["model.dtype=int3"], "model.dtype='int3' is not allowed"),
+    (["adapter.target_modules=[]"], "adapter.target_modules is empty"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_bad_input_gives_one_line_naming_it(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        compose_checked(overrides)
+    text = str(err.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_bad_value_in_the_middle_of_a_sweep_fails_before_any_job():
+    with pytest.raises(ConfigError, match="adapter='bogus' is unknown"):
+        check_jobs(["adapter=lora,bogus,none", "data.size=300"], multirun=True)
