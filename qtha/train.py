@@ -93,6 +93,7 @@ def _fit_and_evaluate(cfg: DictConfig, record: RunRecord) -> None:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model, tokenizer = load_backbone(cfg.model)
     adapters.inject_adapters(model, cfg.adapter)
+    model.train()  # dropout on while fitting; Lightning switches to eval around validation
     record.trainable_params = adapters.count_trainable(model)
     record.total_params = adapters.count_total(model)
     record.trainable_per_module = adapters.expected_trainable(model, cfg.adapter)

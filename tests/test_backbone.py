@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tokenizers import pre_tokenizers
 
 from qtha import backbone
 from qtha.backbone import build_tiny_tokenizer, cached_gguf_dir, gguf_path, load_backbone
@@ -40,6 +41,8 @@ def test_tiny_tokenizer_ids_are_byte_values() -> None:
     tok = build_tiny_tokenizer()
     assert tok("A é")["input_ids"] == list("A é".encode("utf-8"))
     assert len(tok) == 259
+    byte_symbols = set(tok.get_vocab()) - {"<|im_start|>", "<|im_end|>", "<|pad|>"}
+    assert byte_symbols == set(pre_tokenizers.ByteLevel.alphabet())
 
 
 def test_tiny_tokenizer_special_tokens() -> None:
@@ -86,6 +89,19 @@ def test_tiny_model_follows_caller_seed() -> None:
         weights.append(load_backbone(cfg)[0].model.layers[0].self_attn.q_proj.weight)
     assert torch.equal(weights[0], weights[1])
     assert not torch.equal(weights[0], weights[2])
+
+
+def test_local_source_loads_saved_folder(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    saved, saved_tok = load_backbone(ModelConfig(name="tiny_llama", source="tiny"))
+    saved.save_pretrained(tmp_path)
+    saved_tok.save_pretrained(tmp_path)
+    model, tok = load_backbone(ModelConfig(name="tiny_local", source="local", path=str(tmp_path), dtype="bfloat16"))
+    assert not model.training and model.dtype == torch.bfloat16
+    assert torch.equal(model.lm_head.weight, saved.lm_head.weight.to(torch.bfloat16))
+    assert tok.decode(tok(TEXTS["zh"])["input_ids"]) == TEXTS["zh"]
+    assert tok.pad_token == "<|pad|>" and tok.padding_side == "right"
+    assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) == "<|im_start|>user\nhi<|im_end|>\n"
 
 
 # --------------------------------------------------------------------------- gguf

@@ -77,11 +77,6 @@ class AdapterLayer(nn.Module, ABC):
     def out_features(self) -> int:
         return self.base.out_features
 
-    @property
-    def weight(self) -> Tensor:
-        """The base weight: some model code reads ``proj.weight`` (e.g. for its dtype), as with peft."""
-        return self.base.weight
-
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor) -> Tensor:
         y = self.base(x)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -174,7 +175,12 @@ def load_adapter_state_dict(model: nn.Module, state: dict[str, Tensor], strict: 
 
 
 def save_adapter(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    save_file(adapter_state_dict(model), os.fspath(path))
+    """Adapter weights only (safetensors), written to a temp file and renamed: never half-written."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    save_file(adapter_state_dict(model), os.fspath(tmp))
+    os.replace(tmp, target)
 
 
 def load_adapter(model: nn.Module, path: str | os.PathLike[str], strict: bool = True) -> LoadResult:

@@ -120,8 +120,10 @@ def adapter_param_names(model: nn.Module) -> set[str]:
 def perturb(model: nn.Module, seed: int = 7, std: float = 0.1) -> None:
     """Randomise every adapter parameter so Δ ≠ 0 and every parameter is on the gradient path."""
     g = torch.Generator().manual_seed(seed)
-    for _, p in sorted((n, p) for n, p in model.named_parameters() if n in adapter_param_names(model)):
-        p.copy_(torch.randn(p.shape, generator=g) * std)
+    names = adapter_param_names(model)
+    for name, p in model.named_parameters():
+        if name in names:
+            p.copy_(torch.randn(p.shape, generator=g) * std)
 
 
 def base_weights(model: nn.Module) -> dict[str, Tensor]:
