@@ -194,6 +194,13 @@ def _positive(key: str, value: Any) -> None:
         raise ConfigError(f"{key}={value!r} must be > 0")
 
 
+def _in_hf_cache(repo_id: str) -> bool:
+    """Whether a hub model can load offline (its config.json is in the local HF cache)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
 def validate(cfg: Any) -> None:
     """Semantic checks that types alone cannot express; each raises a one-line ConfigError.
 
@@ -206,6 +213,10 @@ def validate(cfg: Any) -> None:
     _one_of("model.dtype", cfg.model.dtype, DTYPES)
     if cfg.model.source == "hub" and not cfg.model.hub_id:
         raise ConfigError(f"model={cfg.model.name!r} has source=hub but no model.hub_id")
+    if cfg.model.source == "hub" and not cfg.allow_hub and not _in_hf_cache(cfg.model.hub_id):
+        raise ConfigError(f"model={cfg.model.name} needs {cfg.model.hub_id}, which is not in the local Hugging Face "
+                          "cache and the hub is off; allowed: allow_hub=true (with internet) or an offline model "
+                          "(smollm2_135m, tiny_llama)")
     if cfg.model.source == "local" and not cfg.model.path:
         raise ConfigError(f"model={cfg.model.name!r} has source=local but no model.path")
     if cfg.model.source == "gguf" and not (cfg.model.gguf_package or cfg.model.path):

@@ -12,7 +12,7 @@ from qtha.config import ConfigError
 @pytest.mark.parametrize("group", ["model", "adapter", "data", "trainer", "logger", "experiment"])
 def test_every_option_of_every_group_composes(group):
     for option in group_options(group):
-        cfg = compose_checked([f"{group}={option}"])
+        cfg = compose_checked([f"{group}={option}", "allow_hub=true"])
         assert cfg is not None
 
 
@@ -23,7 +23,7 @@ def test_hydra_launchers_compose(launcher):
 
 def test_adapter_model_grid_composes():
     for model, adapter in itertools.product(group_options("model"), group_options("adapter")):
-        cfg = compose_checked([f"model={model}", f"adapter={adapter}"])
+        cfg = compose_checked([f"model={model}", f"adapter={adapter}", "allow_hub=true"])
         assert cfg.model.name == model and cfg.adapter.name == adapter
 
 
@@ -58,6 +58,7 @@ BAD = [
     (["logger.mode=sometimes"], "logger.mode='sometimes' is not allowed; allowed: offline, online, disabled"),
     (["model.dtype=int3"], "model.dtype='int3' is not allowed"),
     (["adapter.target_modules=[]"], "adapter.target_modules is empty"),
+    (["model=qwen2_7b"], "model=qwen2_7b needs Qwen/Qwen2-7B-Instruct, which is not in the local Hugging Face cache"),
 ]
 
 
