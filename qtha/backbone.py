@@ -168,25 +168,33 @@ def _from_pretrained(
 
 def _build_tiny_model(
     cfg: ModelConfig, tokenizer: transformers.PreTrainedTokenizerBase, dtype: torch.dtype
-) -> transformers.LlamaForCausalLM:
-    """Random-weight Llama shaped by ``cfg.tiny``; the caller seeds the RNG beforehand.
+) -> transformers.PreTrainedModel:
+    """Random-weight model shaped by ``cfg.arch``; the caller seeds the RNG beforehand.
 
-    Embeddings are tied, as in SmolLM2, so adapter and freezing code meet the same layout.
+    Embeddings are tied by default, as in SmolLM2, so adapter and freezing code meet the same layout.
     """
-    config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.tiny.hidden_size,
-        intermediate_size=cfg.tiny.intermediate_size,
-        num_hidden_layers=cfg.tiny.num_hidden_layers,
-        num_attention_heads=cfg.tiny.num_attention_heads,
-        num_key_value_heads=cfg.tiny.num_key_value_heads,
-        max_position_embeddings=cfg.tiny.max_position_embeddings,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
+    config = arch_config(cfg, vocab_size=len(tokenizer))
+    config.bos_token_id, config.eos_token_id, config.pad_token_id = None, tokenizer.eos_token_id, tokenizer.pad_token_id
+    return AutoModelForCausalLM.from_config(config).to(dtype)
+
+
+def arch_config(cfg: ModelConfig, vocab_size: int | None = None) -> transformers.PretrainedConfig:
+    """A transformers config from ``cfg.arch`` (no file, no download).
+
+    ``arch.vocab_size=null`` (the tiny model) means the in-process tokenizer's size.
+    """
+    a = cfg.arch
+    return transformers.AutoConfig.for_model(
+        a.model_type,
+        vocab_size=vocab_size or a.vocab_size or len(build_tiny_tokenizer()),
+        hidden_size=a.hidden_size,
+        intermediate_size=a.intermediate_size,
+        num_hidden_layers=a.num_hidden_layers,
+        num_attention_heads=a.num_attention_heads,
+        num_key_value_heads=a.num_key_value_heads,
+        max_position_embeddings=a.max_position_embeddings,
+        tie_word_embeddings=a.tie_word_embeddings,
     )
-    return transformers.LlamaForCausalLM(config).to(dtype)
 
 
 def _finalise(

