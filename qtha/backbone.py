@@ -178,6 +178,12 @@ def _build_tiny_model(
     return AutoModelForCausalLM.from_config(config).to(dtype)
 
 
+def meta_model(cfg: ModelConfig) -> transformers.PreTrainedModel:
+    """The architecture on the ``meta`` device: every shape, no memory, no download."""
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(arch_config(cfg))
+
+
 def arch_config(cfg: ModelConfig, vocab_size: int | None = None) -> transformers.PretrainedConfig:
     """A transformers config from ``cfg.arch`` (no file, no download).
 

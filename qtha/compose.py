@@ -76,13 +76,30 @@ def _compose(overrides: list[str]) -> DictConfig:
         return compose(config_name="config", overrides=overrides)
 
 
+def check_adapter_fits(cfg: DictConfig) -> dict[str, int]:
+    """Match targets and size every adapter on the meta model, before any weight is loaded.
+
+    Turns "target_modules match nothing" or "3583 cannot be factorised into 4 cores" into a
+    one-line :class:`ConfigError` in a second instead of after loading a 7B checkpoint.
+    Returns the expected trainable count per target module type.
+    """
+    from qtha.adapters import expected_trainable
+    from qtha.backbone import meta_model
+
+    try:
+        return expected_trainable(meta_model(cfg.model), cfg.adapter)
+    except ValueError as exc:
+        raise ConfigError(" ".join(str(exc).split())) from exc
+
+
 def compose_checked(overrides: list[str], needs_weights: bool = True) -> DictConfig:
-    """Compose one job and validate it; any problem is a one-line :class:`ConfigError`."""
+    """Compose one job, validate it and size its adapters; any problem is a one-line :class:`ConfigError`."""
     try:
         cfg = _compose(overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(_one_line(exc, overrides)) from exc
     validate(cfg, needs_weights=needs_weights)
+    check_adapter_fits(cfg)
     return cfg
 
 

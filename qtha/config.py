@@ -175,6 +175,7 @@ class TrainerConfig:
     deterministic: bool = True
     enable_progress_bar: bool = True
     save_adapter: bool = True
+    fault_at_step: Optional[int] = None  # testing aid: raise at this step (sweep isolation tests)
 
 
 PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "bf16-true", "16-mixed")

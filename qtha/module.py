@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import statistics
+import time
 from typing import Any
 
 import lightning as L
@@ -39,7 +41,20 @@ class AdapterLM(L.LightningModule):
         self.model, self.cfg = model, cfg
         self.strict_loading = False
         self.history: list[dict[str, float]] = []
+        self.step_times: list[float] = []
         self._val: list[torch.Tensor] = []
+        self._batch_start = 0.0
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.step_times.append(time.perf_counter() - self._batch_start)
+
+    def median_step_time(self) -> float | None:
+        """Median forward+backward+optimiser time per batch, first (warm-up) batch excluded."""
+        times = self.step_times[1:] or self.step_times
+        return statistics.median(times) if times else None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

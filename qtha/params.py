@@ -11,26 +11,21 @@ import json
 import sys
 from typing import Any
 
-import torch
-
 from qtha import adapters
-from qtha.backbone import arch_config
-from qtha.compose import compose_checked, group_options
+from qtha.backbone import meta_model
+from qtha.compose import check_adapter_fits, compose_checked, group_options
 from qtha.config import ConfigError, LoRAConfig
 
 
 def count(overrides: list[str]) -> dict[str, Any]:
     """SPEC §4 JSON: total trainable, per target module type, base params (+ LoRA ratio)."""
-    from transformers import AutoModelForCausalLM
-
     cfg = compose_checked(overrides, needs_weights=False)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(arch_config(cfg.model))
+    per_module = check_adapter_fits(cfg)
+    model = meta_model(cfg.model)
     base = adapters.count_total(model)
-    per_module = adapters.expected_trainable(model, cfg.adapter)
     lora = LoRAConfig(rank=cfg.adapter.rank, target_modules=list(cfg.adapter.target_modules) or ["q_proj", "v_proj"])
     lora_total = sum(adapters.expected_trainable(model, lora).values())
-    adapters.inject_adapters(model, cfg.adapter)
+    adapters.inject_adapters(model, cfg.adapter, quantum=cfg.quantum)
     total = adapters.count_trainable(model)
     if total != sum(per_module.values()):
         raise AssertionError(f"formula {sum(per_module.values())} != injected {total} for adapter={cfg.adapter.name}")

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+from lightning.pytorch import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from qtha import offline
@@ -92,7 +93,7 @@ def _fit_and_evaluate(cfg: DictConfig, record: RunRecord) -> None:
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model, tokenizer = load_backbone(cfg.model)
-    adapters.inject_adapters(model, cfg.adapter)
+    adapters.inject_adapters(model, cfg.adapter, quantum=cfg.quantum)
     model.train()  # dropout on while fitting; Lightning switches to eval around validation
     record.trainable_params = adapters.count_trainable(model)
     record.total_params = adapters.count_total(model)
@@ -119,6 +120,7 @@ def _fit_and_evaluate(cfg: DictConfig, record: RunRecord) -> None:
             record.metrics["train_loss"] = sum(tail) / len(tail)
             record.metrics["train_loss_first"] = train_losses[0]
             record.metrics["steps"] = trainer.global_step
+            record.metrics["step_time_s"] = module.median_step_time()
         after = trainer.validate(module, datamodule=data, verbose=False)[0]
         record.metrics.update({k.split("/")[-1]: v for k, v in after.items()})
         record.metrics["precision"] = str(trainer.precision)
@@ -131,6 +133,18 @@ def _fit_and_evaluate(cfg: DictConfig, record: RunRecord) -> None:
         finish(logger)
 
 
+class FaultInjection(Callback):
+    """Raise at a given optimiser step (``trainer.fault_at_step``): how the tests prove that a
+    failing job is recorded ``failed`` while the rest of a sweep goes on."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: "L.Trainer", *args: Any) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"injected fault at step {self.step} (trainer.fault_at_step)")
+
+
 def _trainer(cfg: DictConfig, logger: Any, ckpt_dir: Path) -> "L.Trainer":
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -138,6 +152,8 @@ def _trainer(cfg: DictConfig, logger: Any, ckpt_dir: Path) -> "L.Trainer":
     t = cfg.trainer
     callbacks = [ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0,
                                  every_n_train_steps=t.val_check_interval)]
+    if t.fault_at_step is not None:
+        callbacks.append(FaultInjection(t.fault_at_step))
     return L.Trainer(
         max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
         precision=resolve_precision(t.precision, t.accelerator), gradient_clip_val=t.gradient_clip_val,

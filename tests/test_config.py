@@ -43,7 +43,7 @@ def test_sweep_expansion_matches_hydra_order():
 
 
 BAD = [
-    (["adapter=foo"], "adapter='foo' is unknown; allowed: lora, none"),
+    (["adapter=foo"], f"adapter='foo' is unknown; allowed: {', '.join(group_options('adapter'))}"),
     (["model=gpt5"], "model='gpt5' is unknown; allowed:"),
     (["data=nope"], "data='nope' is unknown; allowed:"),
     (["adapter.rnk=4"], "adapter.rnk is not a config key; allowed keys in adapter:"),

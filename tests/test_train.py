@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_overrides
-from qtha.compose import compose_checked
+from qtha.compose import compose_checked, group_options
 from qtha.results import load_record, record_path
 from qtha.train import train
 
@@ -43,6 +43,7 @@ def test_train_writes_an_ok_record_and_learns(tmp_path, no_internet):
     assert record.status == "ok", record.error
     m = record.metrics
     assert m["steps"] == 12
+    assert m["step_time_s"] > 0
     assert m["loss"] < m["init_loss"]                      # validation loss went down
     assert m["ppl"] == pytest.approx(2.718281828 ** m["loss"], rel=1e-4)
     assert m["ppl_sample"] >= m["ppl"] * 0.5 and m["ppl_sample"] > 1.0
@@ -91,22 +92,32 @@ def test_cli_single_run_with_wandb_offline(tmp_path):
 
 @pytest.mark.slow
 def test_cli_multirun_records_every_job_and_survives_a_failure(tmp_path):
-    sweep = "adapter.target_modules=[q_proj],[v_proj],[no_such_layer]"
-    proc = _run(["-m", *tiny_overrides(tmp_path, "trainer.max_steps=2"), sweep], tmp_path)
+    sweep = ["adapter.target_modules=[q_proj],[v_proj]", "trainer.fault_at_step=null,1"]
+    proc = _run(["-m", *tiny_overrides(tmp_path, "trainer.max_steps=2"), *sweep], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    recs = {tuple(r["config"]["adapter"]["target_modules"]): r for r in _records(tmp_path)}
-    assert set(recs) == {("q_proj",), ("v_proj",), ("no_such_layer",)}
-    assert recs[("q_proj",)]["status"] == recs[("v_proj",)]["status"] == "ok"
-    failed = recs[("no_such_layer",)]
-    assert failed["status"] == "failed" and "no_such_layer" in failed["error"]
-    assert "qtha: run failed" in proc.stderr
+    recs = {(r["config"]["adapter"]["target_modules"][0], r["config"]["trainer"]["fault_at_step"]): r
+            for r in _records(tmp_path)}
+    assert set(recs) == {("q_proj", None), ("q_proj", 1), ("v_proj", None), ("v_proj", 1)}
+    for target in ("q_proj", "v_proj"):
+        assert recs[(target, None)]["status"] == "ok"
+        failed = recs[(target, 1)]
+        assert failed["status"] == "failed" and "injected fault at step 1" in failed["error"]
+    assert proc.stderr.count("qtha: run failed") == 2
+
+
+def test_cli_sweep_with_a_target_that_matches_nothing_fails_before_any_job(tmp_path):
+    proc = _run(["-m", *tiny_overrides(tmp_path), "adapter.target_modules=[q_proj],[no_such_layer]"], tmp_path)
+    assert proc.returncode == 2
+    assert "no_such_layer" in proc.stderr and "match no nn.Linear" in proc.stderr
+    assert not (tmp_path / "results").exists()
 
 
 def test_cli_bad_override_is_one_line_and_exit_2(tmp_path):
     proc = _run(["adapter=foo"], tmp_path, timeout=120)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines == ["qtha: error: adapter='foo' is unknown; allowed: lora, none"]
+    allowed = ", ".join(group_options("adapter"))
+    assert lines == [f"qtha: error: adapter='foo' is unknown; allowed: {allowed}"]
     assert not (tmp_path / "results").exists()
 
 

@@ -22,20 +22,29 @@ from qtha.adapters.inject import (
     save_adapter,
     unmerge_adapters,
 )
+from qtha.adapters.dora import DoRALayer
 from qtha.adapters.lora import LoRALayer
+from qtha.adapters.qtha import QTHALayer
+from qtha.adapters.quanta import QuanTALayer
 
 # inject.py looks this up at call time, so the import order above does not matter.
 ADAPTERS: dict[str, type[AdapterLayer] | None] = {
     "none": None,
     "lora": LoRALayer,
+    "dora": DoRALayer,
+    "quanta": QuanTALayer,
+    "qtha": QTHALayer,
 }
 
 __all__ = [
     "ADAPTERS",
     "AdapterLayer",
     "AdapterMergeError",
+    "DoRALayer",
     "LoRALayer",
+    "QTHALayer",
     "LoadResult",
+    "QuanTALayer",
     "adapter_class",
     "adapter_layers",
     "adapter_state_dict",

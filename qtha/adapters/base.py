@@ -36,6 +36,7 @@ class AdapterLayer(nn.Module, ABC):
     """
 
     mergeable: ClassVar[bool]
+    uses_quantum: ClassVar[bool] = False  # True: the constructor takes ``quantum=QuantumConfig``
 
     def __init__(self, base: nn.Linear, cfg: AdapterConfig, *, dtype: torch.dtype = torch.float32):
         super().__init__()

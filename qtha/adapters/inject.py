@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 import qtha.adapters as registry
 from qtha.adapters.base import AdapterLayer, AdapterMergeError
-from qtha.config import AdapterConfig
+from qtha.config import AdapterConfig, QuantumConfig
 
 REGEX_PREFIX = "re:"
 
@@ -82,12 +82,14 @@ def _targets(model: nn.Module, cfg: AdapterConfig) -> list[tuple[str, nn.Linear]
 
 
 # --------------------------------------------------------------------------- inject
-def inject_adapters(model: nn.Module, cfg: AdapterConfig, *, dtype: torch.dtype = torch.float32) -> list[str]:
+def inject_adapters(model: nn.Module, cfg: AdapterConfig, *, dtype: torch.dtype = torch.float32,
+                    quantum: QuantumConfig | None = None) -> list[str]:
     """Freeze the whole model, then wrap each target linear in the adapter layer (in place).
 
     Returns the wrapped qualified names. Adapter parameters are created in ``dtype`` (see
-    :class:`AdapterLayer` for why float32 is the default). Config errors raise before the
-    model is touched.
+    :class:`AdapterLayer` for why float32 is the default); ``quantum`` (how a QNN branch
+    executes) reaches only layers that declare ``uses_quantum``. Config errors raise before
+    the model is touched.
     """
     cls = adapter_class(cfg.name)
     if cls is None:
@@ -99,7 +101,8 @@ def inject_adapters(model: nn.Module, cfg: AdapterConfig, *, dtype: torch.dtype 
     model.requires_grad_(False)
     for name, linear in targets:
         parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent), child, cls(linear, cfg, dtype=dtype))
+        extra = {"quantum": quantum} if cls.uses_quantum else {}
+        setattr(model.get_submodule(parent), child, cls(linear, cfg, dtype=dtype, **extra))
     return [name for name, _ in targets]
 
 

@@ -32,7 +32,8 @@ from qtha.adapters import (
     save_adapter,
     unmerge_adapters,
 )
-from qtha.config import ADAPTER_SCHEMAS, AdapterConfig, LoRAConfig, NoAdapterConfig
+from qtha.config import (ADAPTER_SCHEMAS, QTHA_VARIANTS, AdapterConfig, DoRAConfig, LoRAConfig, NoAdapterConfig,
+                         QTHAConfig, QuanTAConfig)
 
 TINY = LlamaConfig(
     vocab_size=300, hidden_size=64, intermediate_size=128,
@@ -59,6 +60,26 @@ CASES = [
     Case("lora-r1-rect", LoRAConfig(rank=1, alpha=2.0, target_modules=["k_proj", "down_proj"]), 64, 32),
     Case("lora-r4-all-dropout", LoRAConfig(rank=4, alpha=16.0, dropout=0.1, target_modules=ALL_LINEARS), 48, 80),
     Case("lora-r4-bf16", LoRAConfig(rank=4, target_modules=["q_proj", "k_proj", "v_proj"]), 64, 32, torch.bfloat16),
+    Case("dora-r4-square", DoRAConfig(rank=4, alpha=8.0, target_modules=["q_proj", "v_proj"]), 64, 64),
+    Case("dora-r1-rect", DoRAConfig(rank=1, alpha=2.0, target_modules=["k_proj", "down_proj"]), 64, 32),
+    Case("dora-r4-all-dropout", DoRAConfig(rank=4, alpha=16.0, dropout=0.1, target_modules=ALL_LINEARS), 48, 80),
+    Case("dora-r4-bf16", DoRAConfig(rank=4, target_modules=["q_proj", "k_proj", "v_proj"]), 64, 32, torch.bfloat16),
+    # QuanTA: tiny-Llama dims 64 = 2^6, 32 = 2^5, 128 = 2^7 factor into 3 or 5 axes automatically
+    Case("quanta-n3-square", QuanTAConfig(n_axes=3, alpha=1.0, target_modules=["q_proj", "v_proj"]), 64, 64),
+    Case("quanta-n5-rect-all-dropout", QuanTAConfig(n_axes=5, alpha=2.0, dropout=0.1, target_modules=ALL_LINEARS),
+         96, 48),
+    Case("quanta-explicit-axes-rect", QuanTAConfig(axes_in=[2, 8, 4], axes_out=[4, 2, 4], target_modules=["k_proj", "v_proj"]),
+         64, 32),
+    Case("quanta-n4-widen", QuanTAConfig(n_axes=4, alpha=0.5, target_modules=["gate_proj", "up_proj"]), 24, 128),
+    Case("quanta-n3-bf16", QuanTAConfig(n_axes=3, target_modules=["q_proj", "k_proj", "v_proj"]), 64, 32, torch.bfloat16),
+    # QTHA: small bottleneck/cores so the tiny Llama's 64/32/128 dims factorise; every ablation variant
+    *[Case(f"qtha-{v}-rect", QTHAConfig(variant=v, rank=4, bottleneck=16, n_cores=2, bond_dim=4,
+                                        target_modules=["q_proj", "v_proj"]), 64, 32) for v in QTHA_VARIANTS],
+    Case("qtha-full-3q-2layers-hea-dropout", QTHAConfig(rank=4, n_qubits=3, qnn_layers=2, ansatz="hea", dropout=0.1,
+                                                        bottleneck=16, n_cores=2, bond_dim=[3],
+                                                        target_modules=ALL_LINEARS), 64, 128),
+    Case("qtha-full-bf16", QTHAConfig(rank=2, bottleneck=16, n_cores=2, bond_dim=4,
+                                      target_modules=["q_proj", "k_proj", "v_proj"]), 64, 32, torch.bfloat16),
 ]
 
 
@@ -114,6 +135,20 @@ def adapter_param_names(model: nn.Module) -> set[str]:
         for key, _ in layer.named_parameters()
         if not key.startswith("base.")
     }
+
+
+def adapter_state_names(model: nn.Module) -> set[str]:
+    """What a checkpoint must hold: adapter parameters plus persistent adapter buffers
+    (e.g. QuanTA's frozen T0), never anything of the wrapped base."""
+    names = set(adapter_param_names(model))
+    for name, layer in adapter_layers(model):
+        for mod_name, mod in layer.named_modules():
+            if mod_name == "base" or mod_name.startswith("base."):
+                continue
+            for key, buf in mod.named_buffers(recurse=False):
+                if buf is not None and key not in mod._non_persistent_buffers_set:
+                    names.add(".".join(filter(None, (name, mod_name, key))))
+    return names
 
 
 @torch.no_grad()
@@ -198,7 +233,7 @@ def test_adapter_only_save_load_roundtrip(s: Subject, tmp_path) -> None:
     perturb(trained)
     path = tmp_path / "adapter.safetensors"
     save_adapter(trained, path)
-    assert set(adapter_state_dict(trained)) == adapter_param_names(trained)  # no LM weight saved
+    assert set(adapter_state_dict(trained)) == adapter_state_names(trained)  # no LM weight saved
 
     fresh = s.adapted(seed=2).eval()
     assert not torch.equal(s.run(fresh), s.run(trained))

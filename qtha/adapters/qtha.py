@@ -1,0 +1,101 @@
+"""QTHA — quantum tensor hybrid adaptation (SPEC §1.6), the paper's method, and its ablations.
+
+For a token x:  a = MPO_A(x) (d_in → m) · c = A_lin(a) · q = QNN(c) · o = W_q q + W_c c ·
+b = B_lin(o) · Δ = MPO_B(b) (m → d_out, last core zero ⇒ Δ = 0 at init) · y = W0 x + (α/r) Δ.
+
+``variant`` keeps the same layer for the ablations, so one sweep compares them:
+``mpo`` (MPO_A → MPO_B), ``mpo_mlp`` (no quantum: o = W_c c), ``mlp_qnn`` (no MPO: A_lin
+d_in → ·, the full fusion W_q q + W_c c, B_lin · → d_out zero-init), ``qnn`` (quantum branch
+only: o = W_q q), ``full``.
+
+Width convention: the QNN reads c as rotation angles, so c has one entry per qubit
+(n_q, default r); the fusion matrices map back to r (W_q, W_c ∈ R^{r×n_q}). With the
+default n_q = r this is exactly the SPEC's r×r fusion, and a qubit-count sweep at fixed
+rank stays well defined.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Optional
+
+import torch
+from torch import Tensor, nn
+
+from qtha.adapters.base import AdapterLayer
+from qtha.config import QTHAConfig, QuantumConfig
+from qtha.quantum import QNN
+from qtha.tn.mpo import MPO, factorize
+
+_USES_MPO = frozenset({"full", "mpo", "mpo_mlp"})
+_USES_QNN = frozenset({"full", "mlp_qnn", "qnn"})
+_USES_WC = frozenset({"full", "mpo_mlp", "mlp_qnn"})
+
+
+def _widths(cfg: QTHAConfig, d_in: int, d_out: int) -> tuple[int, int, int]:
+    """(input width of A_lin, width of c, output width of B_lin) for the variant."""
+    width_c = (cfg.n_qubits or cfg.rank) if cfg.variant in _USES_QNN else cfg.rank
+    uses_mpo = cfg.variant in _USES_MPO
+    return (cfg.bottleneck if uses_mpo else d_in), width_c, (cfg.bottleneck if uses_mpo else d_out)
+
+
+class QTHALayer(AdapterLayer):
+    """MPO + QNN + linear-fusion adapter; nonlinear in x (the QNN), hence not mergeable."""
+
+    mergeable: ClassVar[bool] = False
+    uses_quantum: ClassVar[bool] = True
+
+    def __init__(self, base: nn.Linear, cfg: QTHAConfig, *, dtype: torch.dtype = torch.float32,
+                 quantum: Optional[QuantumConfig] = None) -> None:
+        super().__init__(base, cfg, dtype=dtype)
+        self.variant = cfg.variant
+        kw = self.factory_kwargs()
+        d_in, d_out, m = self.in_features, self.out_features, cfg.bottleneck
+        if cfg.variant in _USES_MPO:
+            self.mpo_A = MPO.build(d_in, m, cfg.n_cores, cfg.bond_dim, init="kaiming_normal", **kw)
+            self.mpo_B = MPO.build(m, d_out, cfg.n_cores, cfg.bond_dim, init="zeros_last", **kw)
+        if cfg.variant == "mpo":
+            return
+        a_in, width_c, b_out = _widths(cfg, d_in, d_out)
+        self.A_lin = nn.Linear(a_in, width_c, bias=False, **kw)
+        if cfg.variant in _USES_QNN:
+            q = quantum or QuantumConfig()
+            self.qnn = QNN(width_c, cfg.qnn_layers, ansatz=cfg.ansatz, backend=q.backend, device=q.device,
+                           shots=q.shots, diff_method=q.diff_method, dtype=getattr(torch, q.dtype))
+            self.qnn.to(kw["device"])
+            self.W_q = nn.Linear(width_c, cfg.rank, bias=False, **kw)
+        if cfg.variant in _USES_WC:
+            self.W_c = nn.Linear(width_c, cfg.rank, bias=False, **kw)
+        self.B_lin = nn.Linear(cfg.rank, b_out, bias=False, **kw)
+        if cfg.variant not in _USES_MPO:  # no MPO_B to start at zero: B_lin does (Δ = 0 at init)
+            nn.init.zeros_(self.B_lin.weight)
+
+    def delta(self, x: Tensor) -> Tensor:
+        a = self.mpo_A(x) if hasattr(self, "mpo_A") else x
+        if self.variant == "mpo":
+            return self.mpo_B(a)
+        c = self.A_lin(a)
+        o = self.W_c(c) if hasattr(self, "W_c") else 0
+        if hasattr(self, "W_q"):
+            o = o + self.W_q(self.qnn(c).to(c.dtype))
+        b = self.B_lin(o)
+        return self.mpo_B(b) if hasattr(self, "mpo_B") else b
+
+    @classmethod
+    def num_params(cls, cfg: QTHAConfig, d_in: int, d_out: int) -> int:
+        """Exact count: MPO cores (Σ D J I D) + the three/four small linears + QNN angles."""
+        total = 0
+        if cfg.variant in _USES_MPO:
+            n, m = cfg.n_cores, cfg.bottleneck
+            total += MPO.num_params(factorize(d_in, n), factorize(m, n), cfg.bond_dim)
+            total += MPO.num_params(factorize(m, n), factorize(d_out, n), cfg.bond_dim)
+        if cfg.variant == "mpo":
+            return total
+        a_in, width_c, b_out = _widths(cfg, d_in, d_out)
+        total += a_in * width_c + cfg.rank * b_out
+        if cfg.variant in _USES_QNN:  # QNN angles + W_q
+            total += QNN.num_params(width_c, cfg.qnn_layers, cfg.ansatz) + width_c * cfg.rank
+        if cfg.variant in _USES_WC:
+            total += width_c * cfg.rank
+        return total
+
+    def extra_repr(self) -> str:
+        return f"variant={self.variant}, " + super().extra_repr()

@@ -1,0 +1,6 @@
+"""The QNN branch (SPEC §1.5): ansätze written once in PennyLane, run by PennyLane devices or
+by the batched torch state-vector kernel of the same recorded circuit."""
+from qtha.quantum.circuit import ANSATZE, register_ansatz, weight_shape
+from qtha.quantum.layer import QNN
+
+__all__ = ["QNN", "ANSATZE", "register_ansatz", "weight_shape"]
