@@ -142,3 +142,13 @@ def test_embedded_smollm2_trains_a_couple_of_steps(tmp_path, no_internet):
     assert record.trainable_params == 30 * 4 * ((576 + 576) + (576 + 192)) == 230_400
     assert record.total_params == 134_515_008 + 230_400
     assert 0.0 < record.metrics["init_loss"] < 5.0  # a real pretrained LM, not random weights (~ln 49152 = 10.8)
+
+
+@pytest.mark.parametrize("adapter", ["qtha", "dora", "quanta"])
+def test_every_adapter_trains_end_to_end(tmp_path, adapter):
+    """Validation (inference mode) before fit, then training: caches built in one must serve the other."""
+    record = train(compose_checked(tiny_overrides(tmp_path, f"adapter={adapter}", "trainer.max_steps=3",
+                                                  "trainer.lr=1e-2")), [f"adapter={adapter}"])
+    assert record.status == "ok", record.error
+    assert record.trainable_params == sum(record.trainable_per_module.values()) > 0
+    assert record.metrics["loss"] != record.metrics["init_loss"]  # the adapter moved off the identity

@@ -176,12 +176,18 @@ class QuanTALayer(AdapterLayer):
         return expr
 
     def apply_operator(self, x: Tensor, frozen: bool = False) -> Tensor:
-        """𝒯 x (or 𝒯_{θ0} x with ``frozen``): (..., d_in) → (..., d_out)."""
+        """𝒯 x (or 𝒯_{θ0} x with ``frozen``): (..., d_in) → (..., d_out).
+
+        Runs with autocast off, in the adapter dtype: the contraction mixes matmuls (which
+        autocast would move to bf16) and tensordots (which it would not), and Δ = 𝒯_θ x − 𝒯_θ0 x
+        is a difference of two nearly equal terms that bf16 would swamp.
+        """
         tensors = self.quanta_T0 if frozen else self.quanta_T
         lead = x.shape[:-1]
         xs = x.reshape(-1, *self.axes_in)
         ops = [tensors[p.key].view(p.out_m, p.out_n, p.in_m, p.in_n) for p in self.pairs]
-        out = self.expression(xs.shape[0])(xs, *ops, backend="torch")
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = self.expression(xs.shape[0])(xs, *ops, backend="torch")
         return out.reshape(*lead, self.out_features)
 
     # ------------------------------------------------------------------ contract

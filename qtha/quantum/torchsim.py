@@ -226,10 +226,11 @@ _FIXED_1Q = {
 
 def _rot_mats(name: str, theta: Tensor) -> Tensor:
     """(..., k, 2, 2) matrices of a parametrised single-qubit gate for angles (..., k)."""
-    c, s = torch.cos(theta / 2), torch.sin(theta / 2)
-    zero = torch.zeros_like(c)
+    half = theta * 0.5
+    c, s = torch.cos(half), torch.sin(half)
     if name == "RY":
         return torch.stack([c, -s, s, c], -1).unflatten(-1, (2, 2))
+    zero = torch.zeros_like(c)
     if name == "RX":
         return torch.complex(torch.stack([c, zero, zero, c], -1),
                              torch.stack([zero, -s, -s, zero], -1)).unflatten(-1, (2, 2))
@@ -241,7 +242,6 @@ def _rot_mats(name: str, theta: Tensor) -> Tensor:
         return torch.complex(torch.stack([one, zero, zero, torch.cos(theta)], -1),
                              torch.stack([zero, zero, zero, torch.sin(theta)], -1)).unflatten(-1, (2, 2))
     raise AssertionError(name)
-
 
 
 def _cdtype(rdtype: torch.dtype) -> torch.dtype:
@@ -268,28 +268,31 @@ class _Angles:
     coeff: Tensor
     offset: Tensor
     data: bool
-    plain: bool = False  # idx = 0..k-1, coeff = 1, offset = 0: θ is the source itself
+    unit: bool = False  # coeff = 1 and offset = 0: θ = source[idx]
+    span: Optional[tuple[int, int]] = None  # idx is the contiguous range [start, stop): a slice, no gather
 
     @staticmethod
-    def of(gates: Sequence[Gate], const_slot: int, width: int) -> "_Angles":
+    def of(gates: Sequence[Gate], const_slot: int) -> "_Angles":
         idx = [g.idx if g.src in ("input", "weight") else const_slot for g in gates]
         coeff = [g.coeff for g in gates]
         offset = [g.offset for g in gates]
-        data = any(g.is_data for g in gates)
-        plain = data and idx == list(range(width)) and all(c == 1.0 for c in coeff) and not any(offset)
+        unit = all(c == 1.0 for c in coeff) and not any(offset)
+        span = (idx[0], idx[0] + len(idx)) if idx == list(range(idx[0], idx[0] + len(idx))) else None
         return _Angles(torch.tensor(idx, dtype=torch.long), torch.tensor(coeff, dtype=torch.float64),
-                       torch.tensor(offset, dtype=torch.float64), data, plain)
+                       torch.tensor(offset, dtype=torch.float64), any(g.is_data for g in gates), unit, span)
 
     def to(self, device: torch.device, rdtype: torch.dtype) -> "_Angles":
         return _Angles(self.idx.to(device), self.coeff.to(device, rdtype), self.offset.to(device, rdtype),
-                       self.data, self.plain)
+                       self.data, self.unit, self.span)
 
     def __call__(self, x: Tensor, w_ext: Tensor) -> Tensor:
         """(N, k) angles for data maps, (k,) for weight/constant maps."""
-        if self.plain:
-            return x
-        src = x.index_select(1, self.idx) if self.data else w_ext.index_select(0, self.idx)
-        return src * self.coeff + self.offset
+        src, dim = (x, 1) if self.data else (w_ext, 0)
+        if self.span is not None:
+            src = src.narrow(dim, self.span[0], self.span[1] - self.span[0])
+        else:
+            src = src.index_select(dim, self.idx)
+        return src if self.unit else src * self.coeff + self.offset
 
 
 @dataclass
@@ -325,7 +328,7 @@ class _Level:
         return out if self.order is None else out.index_select(1, self.order)
 
 
-def _levels(per_wire: list[list[Gate]], const_slot: int, width: int) -> list[_Level]:
+def _levels(per_wire: list[list[Gate]], const_slot: int) -> list[_Level]:
     depth = max(len(gs) for gs in per_wire)
     levels = []
     for d in range(depth):
@@ -337,8 +340,7 @@ def _levels(per_wire: list[list[Gate]], const_slot: int, width: int) -> list[_Le
         specs, concat = [], []
         for (name, param), js in groups.items():
             if param:
-                specs.append((name, _Angles.of([per_wire[j][d] for j in js], const_slot,
-                                               width if len(js) == len(per_wire) == width else -1), None))
+                specs.append((name, _Angles.of([per_wire[j][d] for j in js], const_slot), None))
             else:
                 specs.append((name, None, torch.tensor(_FIXED_1Q[name], dtype=torch.complex128
                                                        if name in _COMPLEX_FIXED else torch.float64)))
@@ -390,7 +392,7 @@ def _make_pass(kind: str, gates: list[Gate], n: int, bits: Tensor, const_slot: i
             gs = [g for g in gates if g.src != "none" and g.is_data == data]
             if gs:
                 table = torch.stack([_diag_column(g, bits)[0] for g in gs], 0)  # (k, 2^n)
-                groups.append((_Angles.of(gs, const_slot, -1), table))
+                groups.append((_Angles.of(gs, const_slot), table))
         real = not groups and bool(torch.all(torch.sin(phase0).abs() < 1e-12))  # CZ / Z only: ±1
         return _Pass("diag", gates, n, dim, any(a.data for a, _ in groups), real, groups=groups, phase0=phase0)
     if kind == "1q":
@@ -399,7 +401,7 @@ def _make_pass(kind: str, gates: list[Gate], n: int, bits: Tensor, const_slot: i
         chunks = [(s, g) for s, g in _chunks(n) if any(s <= w < s + g for w in wires)]
         real = all(g.name in _REAL_1Q for g in gates)
         return _Pass("1q", gates, n, sum(dim * 2 ** g for _, g in chunks), any(g.is_data for g in gates), real,
-                     wires=wires, levels=_levels(per_wire, const_slot, n), chunks=chunks)
+                     wires=wires, levels=_levels(per_wire, const_slot), chunks=chunks)
     perm = torch.arange(dim)
     for g in gates:  # apply p1 then p2: ψ[p1][p2] = ψ[p1[p2]]
         perm = perm[_perm(g, n)]
@@ -446,18 +448,24 @@ class Plan:
     prefix: list[_Level]  # single-qubit gates on |0⟩ (per wire, by depth)
     prefix_wires: list[int]
     blocks: list[_Block]
-    ztable: Tensor  # (2 · 2^n, n): the ±1 table of ⟨Z_i⟩, twice (real and imaginary parts)
+    ztable: Tensor  # (n, 2^n): z_i(k) = ±1, the readout table of ⟨Z_i⟩
     _cache: dict = field(default_factory=dict, repr=False)
 
     def materialize(self, device: torch.device, rdtype: torch.dtype) -> "Plan":
         """This plan with its tables on ``device`` in ``rdtype`` (cached)."""
         key = (str(device), rdtype)
         if key not in self._cache:
-            self._cache[key] = Plan(
-                self.n_qubits, self.weight_shape, self.gates, [lv.to(device, rdtype) for lv in self.prefix],
-                self.prefix_wires, [_Block(b.data, [p.to(device, rdtype) for p in b.passes]) for b in self.blocks],
-                self.ztable.to(device, rdtype))
+            # Built outside inference mode: the first call may come from a Lightning validation
+            # loop (inference_mode), and inference tensors cannot be saved for a later backward.
+            with torch.inference_mode(False):
+                self._cache[key] = self._moved(device, rdtype)
         return self._cache[key]
+
+    def _moved(self, device: torch.device, rdtype: torch.dtype) -> "Plan":
+        return Plan(
+            self.n_qubits, self.weight_shape, self.gates, [lv.to(device, rdtype) for lv in self.prefix],
+            self.prefix_wires, [_Block(b.data, [p.to(device, rdtype) for p in b.passes]) for b in self.blocks],
+            self.ztable.to(device, rdtype))
 
     def describe(self) -> str:
         lines = [f"Plan: {self.n_qubits} qubits, weights {self.weight_shape}, {len(self.gates)} gates; "
@@ -485,7 +493,7 @@ def build_plan(fn: Callable, n_qubits: int, wshape: tuple) -> Plan:
             rest.append(g)
             touched.update(g.wires)
     prefix_wires = sorted({g.wires[0] for g in prefix_gates})
-    prefix = _levels([[g for g in prefix_gates if g.wires[0] == w] for w in prefix_wires], const_slot, n) \
+    prefix = _levels([[g for g in prefix_gates if g.wires[0] == w] for w in prefix_wires], const_slot) \
         if prefix_gates else []
     blocks: list[_Block] = []
     for p in _fuse(rest, n, bits, const_slot):  # data passes stand alone; fixed passes group into blocks
@@ -494,7 +502,7 @@ def build_plan(fn: Callable, n_qubits: int, wshape: tuple) -> Plan:
         else:
             blocks[-1].passes.append(p)
     z = (1 - 2 * bits).double()
-    return Plan(n, wshape, gates, prefix, prefix_wires, blocks, torch.cat([z, z], 0))
+    return Plan(n, wshape, gates, prefix, prefix_wires, blocks, z.T.contiguous())
 
 
 _PLANS: dict[tuple, Plan] = {}
@@ -509,8 +517,11 @@ def get_plan(fn: Callable, n_qubits: int, wshape: tuple) -> Plan:
 
 
 # ----------------------------------------------------------------------------- execution
-# The state is a real tensor s of shape (B, C, 2^n): C = 1 while it is real, C = 2 (real and
-# imaginary parts) once a complex gate has acted; B = N tokens, or 1 before any data gate.
+# The state is a tensor s of shape (2^n, B), tokens last: real while every gate so far was
+# real, complex (complex64 / complex128) from the first complex gate on; B = N tokens, or 1
+# before any data gate. With tokens last, a fixed matrix on a range of wires is one (batched)
+# matmul on a view of s; a real matrix on a complex state works on its real view (the real and
+# imaginary parts ride along in the trailing dimension) at half the cost.
 def _onequbit_matrices(levels: list[_Level], x: Tensor, w_ext: Tensor) -> Tensor:
     """(B, P, 2, 2): per position (wire), the product of its gates, last gate leftmost."""
     m = levels[0].mats(x, w_ext)
@@ -527,103 +538,95 @@ def _onequbit_matrices(levels: list[_Level], x: Tensor, w_ext: Tensor) -> Tensor
 
 
 def _kron(m: Tensor, pos: dict[int, int], start: int, size: int) -> Tensor:
-    """(B, 2^size, 2^size): ⊗ of the wires start..start+size−1 (wire ``start`` most significant)."""
-    eye = torch.eye(2, dtype=m.dtype, device=m.device).unsqueeze(0)
+    """(2^size, 2^size): ⊗ of the fixed matrices of wires start..start+size−1 (``start`` most
+    significant); ``m`` is (1, P, 2, 2)."""
     k = None
     for w in range(start, start + size):
-        mw = m[:, pos[w]] if w in pos else eye
-        if k is None:
-            k = mw
-        else:
-            d = k.shape[-1]
-            k = (k[:, :, None, :, None] * mw[:, None, :, None, :]).reshape(max(k.shape[0], mw.shape[0]), 2 * d, 2 * d)
+        mw = m[0, pos[w]] if w in pos else torch.eye(2, dtype=m.dtype, device=m.device)
+        k = mw if k is None else torch.kron(k, mw)
     return k
 
 
-def _apply_real(s: Tensor, k: Tensor, start: int, size: int, n: int) -> Tensor:
-    """Apply the real matrix k ((G, G) fixed or (B, G, G) per token) to wires start.. of s."""
-    bsz, c, dim = s.shape
-    g, r, a = 2 ** size, 2 ** (n - start - size), 2 ** start
-    if k.dim() == 2:
-        if r == 1:
-            return (s.reshape(-1, g) @ k.T).reshape(bsz, c, dim)
-        return torch.matmul(k, s.reshape(-1, g, r)).reshape(bsz, c, dim)
-    if r == 1:
-        return (s.reshape(bsz, c * a, g) @ k.transpose(1, 2)).reshape(bsz, c, dim)
-    return torch.matmul(k.unsqueeze(1), s.reshape(bsz, c * a, g, r)).reshape(bsz, c, dim)
+def _matmul_wires(k: Tensor, t: Tensor, start: int, size: int) -> Tensor:
+    a, g = 2 ** start, 2 ** size
+    x = t.reshape(a, g, -1)
+    return k @ x.reshape(g, -1) if a == 1 else torch.matmul(k.expand(a, g, g), x)
 
 
-def _apply_matrix(s: Tensor, k: Tensor, start: int, size: int, n: int) -> Tensor:
-    if not k.is_complex():
-        return _apply_real(s, k, start, size, n)
-    ar = _apply_real(s, k.real.contiguous(), start, size, n)
-    ai = _apply_real(s, k.imag.contiguous(), start, size, n)
-    if s.shape[1] == 1:
-        return torch.cat([ar, ai], 1)
-    return torch.cat([ar[:, :1] - ai[:, 1:], ar[:, 1:] + ai[:, :1]], 1)
+def _apply_fixed(s: Tensor, k: Tensor, start: int, size: int) -> Tensor:
+    """Apply a fixed (2^size, 2^size) matrix to wires start..start+size−1: one (batched) matmul."""
+    if s.is_complex() and not k.is_complex():  # real matrix, complex state: on the real view
+        v = torch.view_as_real(s)
+        return torch.view_as_complex(_matmul_wires(k, v, start, size).reshape(v.shape))
+    if k.is_complex() and not s.is_complex():
+        s = s.to(k.dtype)
+    return _matmul_wires(k, s, start, size).reshape(s.shape)
+
+
+def _apply_per_token(s: Tensor, m: Tensor, wire: int) -> Tensor:
+    """Apply per-token 2×2 matrices m (B, 2, 2) to ``wire``: broadcast over the token axis."""
+    x = s.reshape(2 ** wire, 2, -1, s.shape[-1])  # (wires before, this wire, wires after, tokens)
+    x0, x1 = x[:, 0], x[:, 1]
+    mt = m.permute(1, 2, 0)  # (2, 2, B)
+    return torch.stack([x0 * mt[0, 0] + x1 * mt[0, 1], x0 * mt[1, 0] + x1 * mt[1, 1]], 1).reshape(s.shape[0], -1)
 
 
 def _apply_pass(s: Tensor, p: _Pass, x: Tensor, w_ext: Tensor) -> Tensor:
     if p.kind == "perm":
-        return s.index_select(2, p.perm)
+        return s.index_select(0, p.perm)
     if p.kind == "diag":
-        phase = p.phase0
+        phase = p.phase0.unsqueeze(1)  # (2^n, 1)
         for ang, table in p.groups:
-            phase = phase + ang(x, w_ext) @ table  # (2^n,) or (N, 2^n)
-        cos = torch.cos(phase).unsqueeze(-2)
+            theta = ang(x, w_ext)  # (k,) or (N, k)
+            phase = phase + (table.T @ theta.T if theta.dim() == 2 else (theta @ table).unsqueeze(1))
         if p.real:  # ±1 (CZ / Z only)
-            return s * cos
-        sin = torch.sin(phase).unsqueeze(-2)
-        if s.shape[1] == 1:
-            return torch.cat([s * cos, s * sin], 1)
-        re, im = s[:, :1], s[:, 1:]
-        return torch.cat([re * cos - im * sin, re * sin + im * cos], 1)
+            return s * torch.cos(phase)
+        return s * torch.complex(torch.cos(phase), torch.sin(phase))
     m = _onequbit_matrices(p.levels, x, w_ext)  # (B, P, 2, 2), B = N (per token) or 1
-    if m.shape[0] > 1 and s.shape[0] == 1:
-        s = s.expand(m.shape[0], -1, -1)
+    if m.shape[0] > 1:
+        for j, w in enumerate(p.wires):
+            s = _apply_per_token(s, m[:, j], w)
+        return s
     pos = {w: j for j, w in enumerate(p.wires)}
     for start, size in p.chunks:
-        k = _kron(m, pos, start, size)
-        s = _apply_matrix(s, k[0] if k.shape[0] == 1 else k, start, size, p.n)
+        s = _apply_fixed(s, _kron(m, pos, start, size), start, size)
     return s
 
 
 def _product_state(plan: Plan, x: Tensor, w_ext: Tensor, rdtype: torch.dtype) -> Tensor:
-    """(B, C, 2^n): the Kronecker product of the prefix's per-wire vectors G…G|0⟩."""
+    """(2^n, B): the Kronecker product of the prefix's per-wire vectors G…G|0⟩."""
     vecs: dict[int, Tensor] = {}
     if plan.prefix:
         cols = _onequbit_matrices(plan.prefix, x, w_ext)[..., 0]  # (B, P, 2): the gates applied to |0⟩
-        vecs = {w: cols[:, j] for j, w in enumerate(plan.prefix_wires)}
+        cols = cols.permute(1, 2, 0).contiguous()  # (P, 2, B): tokens last, so is every product below
+        vecs = {w: cols[j] for j, w in enumerate(plan.prefix_wires)}
     complex_ = any(v.is_complex() for v in vecs.values())
-    zero = torch.zeros(1, 2, dtype=_cdtype(rdtype) if complex_ else rdtype, device=w_ext.device)
+    zero = torch.zeros(2, 1, dtype=_cdtype(rdtype) if complex_ else rdtype, device=w_ext.device)
     zero[0, 0] = 1
     psi = None
     for w in range(plan.n_qubits):
-        v = vecs.get(w, zero)
-        if complex_:
-            v = v.to(zero.dtype)
-        psi = v if psi is None else (psi.unsqueeze(2) * v.unsqueeze(1)).reshape(max(psi.shape[0], v.shape[0]), -1)
-    return torch.stack([psi.real, psi.imag], 1) if complex_ else psi.unsqueeze(1)
+        v = vecs.get(w, zero).to(zero.dtype)
+        psi = v if psi is None else (psi.unsqueeze(1) * v.unsqueeze(0)).reshape(2 * psi.shape[0], -1)
+    return psi
 
 
 def _fixed_unitary(block: _Block, n: int, x: Tensor, w_ext: Tensor, rdtype: torch.dtype) -> Tensor:
-    """(2^n, C, 2^n): row j is U|j⟩ (real and imaginary parts) for the block's unitary U."""
-    s = torch.eye(2 ** n, dtype=rdtype, device=w_ext.device).unsqueeze(1)
+    """(2^n, 2^n): the block's unitary U, computed by running its passes on the 2^n basis states
+    as a batch of tokens (column j = U|j⟩)."""
+    s = torch.eye(2 ** n, dtype=rdtype, device=w_ext.device)
     for p in block.passes:
         s = _apply_pass(s, p, x, w_ext)
     return s
 
 
-def _apply_unitary(s: Tensor, r: Tensor) -> Tensor:
-    """ψ ← U ψ for every token, one matmul: ψ @ R with R's rows U|j⟩ (split real/imaginary)."""
-    bsz, c, dim = s.shape
-    if r.shape[1] == 1:  # real U
-        return (s.reshape(bsz * c, dim) @ r[:, 0]).reshape(bsz, c, dim)
-    if c == 1:  # real ψ: [ψ Re U | ψ Im U]
-        return (s.reshape(bsz, dim) @ r.reshape(dim, 2 * dim)).reshape(bsz, 2, dim)
-    rr, ri = r[:, 0], r[:, 1]
-    big = torch.cat([torch.cat([rr, ri], 1), torch.cat([-ri, rr], 1)], 0)
-    return (s.reshape(bsz, 2 * dim) @ big).reshape(bsz, 2, dim)
+def _apply_unitary(s: Tensor, u: Tensor) -> Tensor:
+    """ψ ← U ψ for every token: one matmul."""
+    if s.is_complex() and not u.is_complex():
+        v = torch.view_as_real(s)
+        return torch.view_as_complex((u @ v.reshape(v.shape[0], -1)).reshape(v.shape))
+    if u.is_complex() and not s.is_complex():
+        s = s.to(u.dtype)
+    return u @ s
 
 
 def use_unitary(block: _Block, n: int, n_tokens: int) -> bool:
@@ -636,9 +639,9 @@ def use_unitary(block: _Block, n: int, n_tokens: int) -> bool:
 def simulate(plan: Plan, inputs: Tensor, weights: Tensor, mode: str = "auto") -> Tensor:
     """⟨Z_i⟩ for every token: inputs (N, n_qubits), weights of ``plan.weight_shape`` → (N, n_qubits).
 
-    Computes in the inputs' dtype (float32 or float64; complex amplitudes are held as real and
-    imaginary parts); ``weights`` are cast to it. ``mode``: "auto" (the cost model), "unitary"
-    or "gates" (force one path for every fixed block; for tests and benchmarks).
+    Computes in the inputs' dtype (float32 → complex64, float64 → complex128 where phases
+    appear); ``weights`` are cast to it. ``mode``: "auto" (the cost model), "unitary" or
+    "gates" (force one path for every fixed block; for tests and benchmarks).
     """
     if mode not in _MODES:
         raise ValueError(f"mode={mode!r} is unknown; allowed: {', '.join(_MODES)}")
@@ -656,12 +659,32 @@ def simulate(plan: Plan, inputs: Tensor, weights: Tensor, mode: str = "auto") ->
     s = _product_state(pl, inputs, w_ext, rdtype)
     for block in pl.blocks:
         if block.data:
-            s = _apply_pass(s if s.shape[0] == n_tok else s.expand(n_tok, -1, -1), block.passes[0], inputs, w_ext)
-        elif (use_unitary(block, n, s.shape[0]) if mode == "auto" else mode == "unitary"):
+            s = _apply_pass(s, block.passes[0], inputs, w_ext)
+        elif (use_unitary(block, n, s.shape[-1]) if mode == "auto" else mode == "unitary"):
             s = _apply_unitary(s, _fixed_unitary(block, n, inputs, w_ext, rdtype))
         else:
             for p in block.passes:
                 s = _apply_pass(s, p, inputs, w_ext)
-    c = s.shape[1]
-    out = s.square().reshape(s.shape[0], c * 2 ** n) @ pl.ztable[: c * 2 ** n]
-    return out.expand(n_tok, n)
+    if s.is_complex():  # Σ_k |ψ_k|² z_i(k): square the real view, sum the two parts after the matmul
+        v = torch.view_as_real(s)
+        out = _Readout.apply(v.reshape(v.shape[0], -1), pl.ztable).reshape(n, -1, 2).sum(-1)
+    else:
+        out = _Readout.apply(s, pl.ztable)
+    return out.T.expand(n_tok, n)
+
+
+class _Readout(torch.autograd.Function):
+    """zt @ (v ⊙ v) for a real (2^n, M) v; the backward 2 v ⊙ (ztᵀ g) is one matmul and two
+    in-place passes (autograd's square backward would take four full-size passes)."""
+
+    @staticmethod
+    def forward(ctx: Any, v: Tensor, zt: Tensor) -> Tensor:
+        ctx.save_for_backward(v, zt)
+        return zt @ v.square()
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Optional[Tensor], None]:
+        v, zt = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        return (zt.T @ g).mul_(v).mul_(2), None
