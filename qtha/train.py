@@ -12,7 +12,7 @@ import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from lightning.pytorch import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -21,6 +21,9 @@ from qtha import offline
 from qtha.config import validate
 from qtha.results import (RunRecord, environment, git_sha, is_done, load_record, record_path, run_key,
                           versions, write_record)
+
+if TYPE_CHECKING:
+    import lightning as L
 
 log = logging.getLogger("qtha")
 

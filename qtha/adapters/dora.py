@@ -15,14 +15,12 @@ the same, and falls back to recomputing W0·dropout(x) in the adapter dtype othe
 """
 from __future__ import annotations
 
-import math
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qtha.adapters.base import AdapterLayer, AdapterMergeError
+from qtha.adapters.base import AdapterMergeError
+from qtha.adapters.lora import LoRALayer
 from qtha.config import AdapterConfig
 
 
@@ -35,7 +33,7 @@ class _Magnitude(nn.Module):
         self.weight = nn.Parameter(torch.empty(d_out, **kw))
 
 
-class DoRALayer(AdapterLayer):
+class DoRALayer(LoRALayer):
     """LoRA's ``lora_A`` / ``lora_B`` plus a trainable per-output-row magnitude.
 
     Params: r·(d_in + d_out) + d_out. Mergeable: ``delta_weight()`` is
@@ -44,24 +42,23 @@ class DoRALayer(AdapterLayer):
     inexact for small m and impossible for m = 0).
     """
 
-    mergeable: ClassVar[bool] = True
-
     def __init__(self, base: nn.Linear, cfg: AdapterConfig, *, dtype: torch.dtype = torch.float32):
-        super().__init__(base, cfg, dtype=dtype)
-        kw = self.factory_kwargs()
-        self.lora_A = nn.Linear(self.in_features, self.rank, bias=False, **kw)
-        self.lora_B = nn.Linear(self.rank, self.out_features, bias=False, **kw)
-        self.lora_magnitude_vector = _Magnitude(self.out_features, **kw)
+        super().__init__(base, cfg, dtype=dtype)  # lora_A / lora_B with peft's RNG draws
+        self.lora_magnitude_vector = _Magnitude(self.out_features, **self.factory_kwargs())
         # W0 while merged (not saved: loading into a merged model is refused anyway).
         self.register_buffer("_merged_w0", None, persistent=False)
-        self.reset_parameters()
+        self._init_magnitude()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Same RNG draws as peft (and :class:`LoRALayer`): one seed gives peft's A exactly;
-        m = ‖W0 + s·BA‖ = ‖W0‖ (B = 0), so the layer is the identity at init."""
-        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.lora_B.weight)
+        """LoRA's init, then m = ‖W0 + s·BA‖ = ‖W0‖ (B = 0): the identity at init.
+        (During ``LoRALayer.__init__`` the magnitude does not exist yet; ``__init__`` sets it.)"""
+        super().reset_parameters()
+        if hasattr(self, "lora_magnitude_vector"):
+            self._init_magnitude()
+
+    @torch.no_grad()
+    def _init_magnitude(self) -> None:
         self.lora_magnitude_vector.weight.copy_(self._weight_norm(self._base_weight()))
 
     # ------------------------------------------------------------------ pieces
@@ -143,4 +140,4 @@ class DoRALayer(AdapterLayer):
 
     @classmethod
     def num_params(cls, cfg: AdapterConfig, d_in: int, d_out: int) -> int:
-        return cfg.rank * (d_in + d_out) + d_out
+        return super().num_params(cfg, d_in, d_out) + d_out

@@ -12,8 +12,10 @@ the inputs and weights are cast to the module's dtype.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Optional
+import numbers
+from typing import Any, Iterator, Optional
 
 import pennylane as qml
 import torch
@@ -27,6 +29,20 @@ MAX_QUBITS = 20  # state vector: 2^20 amplitudes per token
 DTYPES = (torch.float32, torch.float64)
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
 class QNN(nn.Module):
     """⟨Z_i⟩ of the ansatz circuit for every token: [..., n_qubits] → [..., n_qubits].
 
@@ -38,21 +54,23 @@ class QNN(nn.Module):
                  device: Any = "default.qubit", shots: Optional[int] = None, diff_method: str = "best",
                  dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        if isinstance(n_qubits, bool) or not isinstance(n_qubits, int) or not 1 <= n_qubits <= MAX_QUBITS:
+        if not _is_int(n_qubits) or not 1 <= n_qubits <= MAX_QUBITS:
             raise ValueError(f"n_qubits={n_qubits!r} is out of range; allowed: an int in 1..{MAX_QUBITS} (state vector)")
-        if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
+        if not _is_int(n_layers) or n_layers < 1:
             raise ValueError(f"n_layers={n_layers!r} is invalid; allowed: an int >= 1")
+        n_qubits, n_layers = int(n_qubits), int(n_layers)
         if ansatz not in ANSATZE:
             raise ValueError(f"ansatz={ansatz!r} is unknown; allowed: {', '.join(sorted(ANSATZE))}")
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is unknown; allowed: {', '.join(BACKENDS)}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r} is not supported; allowed: torch.float32, torch.float64")
-        if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
+        if shots is not None and (not _is_int(shots) or shots < 1):
             raise ValueError(f"shots={shots!r} is invalid; allowed: a positive int, or None for exact expectations")
         if backend == "torch" and shots is not None:
             raise ValueError(f"shots={shots} needs a sampling device; allowed with backend='pennylane' "
                              "(the torch kernel is exact: shots=None)")
+        shots = int(shots) if shots is not None else None
         self.n_qubits, self.n_layers, self.ansatz = n_qubits, n_layers, ansatz
         self.backend, self.device_name, self.shots, self.diff_method = backend, device, shots, diff_method
         self.dtype = dtype
@@ -60,6 +78,9 @@ class QNN(nn.Module):
         shape = weight_shape(ansatz, n_qubits, n_layers)
         self.weights = nn.Parameter(torch.rand(shape, dtype=dtype) * (2 * math.pi))
         self._qnode = None
+        # One broadcast call over all tokens where the gradient method differentiates broadcast tapes
+        # (backprop, adjoint); gradient transforms (parameter-shift, finite-diff, shots) get one tape per token.
+        self._broadcast = diff_method in ("backprop", "adjoint", "device") or (diff_method == "best" and shots is None)
         if backend == "torch":  # record + fuse the circuit now: unsupported gates fail at construction
             self._plan = torchsim.get_plan(self._fn, n_qubits, shape)
         else:
@@ -69,17 +90,29 @@ class QNN(nn.Module):
     def num_params(n_qubits: int, n_layers: int = 1, ansatz: str = "qtha") -> int:
         return math.prod(weight_shape(ansatz, n_qubits, n_layers))
 
-    def _build_qnode(self) -> qml.QNode:
-        dev = qml.device(self.device_name, wires=self.n_qubits) if isinstance(self.device_name, str) \
-            else self.device_name
-        return qml.QNode(make_qfunc(self._fn, self.n_qubits), dev, interface="torch",
-                         diff_method=self.diff_method, shots=self.shots)
+    def _build_qnode(self) -> Any:
+        dev = self.device_name
+        if isinstance(dev, str):
+            try:
+                dev = qml.device(dev, wires=self.n_qubits)
+            except Exception as e:  # DeviceError, missing plugin, …
+                raise ValueError(f"device={dev!r} could not be loaded by PennyLane ({type(e).__name__}: {e}); "
+                                 "allowed: an installed PennyLane device name, e.g. 'default.qubit', "
+                                 "'lightning.qubit', 'default.mixed'") from e
+        qnode = qml.QNode(make_qfunc(self._fn, self.n_qubits), dev, interface="torch",
+                          diff_method=self.diff_method, shots=self.shots)
+        if not self._broadcast:  # gradient transforms cannot differentiate broadcast inputs: one tape per token
+            qnode = qml.transforms.broadcast_expand(qnode)
+        return qnode
 
     def forward(self, u: Tensor) -> Tensor:
         if u.shape[-1] != self.n_qubits:
             raise ValueError(f"QNN input of shape {tuple(u.shape)}: last dim must be n_qubits={self.n_qubits}")
         lead = u.shape[:-1]
-        with torch.autocast(device_type=u.device.type, enabled=False):
+        dev_type = u.device.type
+        no_autocast = torch.autocast(device_type=dev_type, enabled=False) \
+            if torch.amp.is_autocast_available(dev_type) else contextlib.nullcontext()
+        with no_autocast:
             x = u.reshape(-1, self.n_qubits).to(self.dtype)
             w = self.weights.to(self.dtype)
             if x.shape[0] == 0:
@@ -93,7 +126,16 @@ class QNN(nn.Module):
     def _run_pennylane(self, x: Tensor, w: Tensor) -> Tensor:
         if self._qnode is None:
             self._qnode = self._build_qnode()
-        res = self._qnode(x, w)  # x (N, n_q): PennyLane broadcasts over the N tokens
+        # Lightning hands back Python floats, which PennyLane's torch interface turns into tensors of
+        # torch's *default* dtype (float32): make it ours during the call so float64 stays float64.
+        with _default_dtype(self.dtype):
+            try:
+                res = self._qnode(x, w)  # x (N, n_q): PennyLane broadcasts over the N tokens
+            except NotImplementedError as e:  # a gradient transform that cannot take broadcast tapes
+                if not self._broadcast or "broadcast" not in str(e):
+                    raise
+                self._broadcast, self._qnode = False, None
+                return self._run_pennylane(x, w)
         out = torch.stack([torch.as_tensor(r) for r in res], dim=-1)
         return out.reshape(x.shape[0], self.n_qubits).to(device=x.device, dtype=self.dtype)
 

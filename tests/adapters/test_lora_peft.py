@@ -10,23 +10,12 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM
 
+from peft_oracle import TARGETS, batch, our_adapter_params, peft_adapter_params, tiny_llama
 from qtha.adapters import LoRALayer, adapter_layers, count_trainable, expected_trainable, inject_adapters
 from qtha.config import LoRAConfig
 
-TINY = LlamaConfig(
-    vocab_size=300, hidden_size=64, intermediate_size=128,
-    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-)
-TARGETS = ["q_proj", "v_proj"]  # v_proj: 64 -> 32
-
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # peft calls a deprecated transformers API
-
-
-def tiny_llama(dtype: torch.dtype) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    return LlamaForCausalLM(TINY).to(dtype)
 
 
 def peft_lora(rank: int, alpha: float, dtype: torch.dtype, seed: int = 1) -> nn.Module:
@@ -40,23 +29,6 @@ def ours(rank: int, alpha: float, dtype: torch.dtype, seed: int = 1) -> nn.Modul
     torch.manual_seed(seed)
     inject_adapters(model, LoRAConfig(rank=rank, alpha=alpha, target_modules=TARGETS), dtype=dtype)
     return model
-
-
-def peft_adapter_params(model: nn.Module) -> dict[str, nn.Parameter]:
-    """peft's trainable parameters under our names (drop the wrapper prefix and adapter name)."""
-    return {
-        n.removeprefix("base_model.model.").replace(".default.", "."): p
-        for n, p in model.named_parameters()
-        if p.requires_grad
-    }
-
-
-def our_adapter_params(model: nn.Module) -> dict[str, nn.Parameter]:
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
-def batch() -> torch.Tensor:
-    return torch.randint(0, TINY.vocab_size, (2, 9), generator=torch.Generator().manual_seed(5))
 
 
 @torch.no_grad()

@@ -32,7 +32,7 @@ def ravel(index: tuple[int, ...], shape: tuple[int, ...]) -> int:
 
 def reference_steps(axes_in, axes_out) -> list[tuple[int, int, tuple[int, ...], tuple[int, ...]]]:
     """(m, n, shape before, shape after) for each pair in application order."""
-    current, touched, steps = list(axes_in), set(), []
+    current, steps = list(axes_in), []
     for m in range(len(axes_in)):
         for n in range(m + 1, len(axes_in)):
             after = list(current)
