@@ -5,7 +5,9 @@ Whatever the backend, the circuit is the ansatz's PennyLane function from ``circ
 training default); ``backend="pennylane"`` builds a ``qml.QNode`` on ``device`` with
 ``interface="torch"``, ``diff_method`` and ``shots`` (set on the QNode, PennyLane's
 non-deprecated place), and passes all tokens in one broadcast call (devices without
-broadcasting support get PennyLane's own per-token split).
+broadcasting support get PennyLane's own per-token split). Gradient transforms
+(parameter-shift, finite-diff, and "best" with shots) cannot differentiate broadcast inputs in
+PennyLane 0.45, so for them the QNode is wrapped in ``qml.transforms.broadcast_expand``.
 
 The branch always computes in float32 or float64: autocast is disabled inside ``forward`` and
 the inputs and weights are cast to the module's dtype.
@@ -55,7 +57,8 @@ class QNN(nn.Module):
                  dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if not _is_int(n_qubits) or not 1 <= n_qubits <= MAX_QUBITS:
-            raise ValueError(f"n_qubits={n_qubits!r} is out of range; allowed: an int in 1..{MAX_QUBITS} (state vector)")
+            raise ValueError(f"n_qubits={n_qubits!r} is out of range; allowed: an int in 1..{MAX_QUBITS} "
+                             "(state vector)")
         if not _is_int(n_layers) or n_layers < 1:
             raise ValueError(f"n_layers={n_layers!r} is invalid; allowed: an int >= 1")
         n_qubits, n_layers = int(n_qubits), int(n_layers)

@@ -15,27 +15,31 @@ checks that the map is affine. Gates outside :data:`SUPPORTED_GATES` are decompo
 PennyLane's own ``op.decomposition()`` (angles stay attached, so the mapping still works);
 a gate with no decomposition into supported gates raises :class:`UnsupportedGateError`.
 
-Execution plan (PennyLane wire order: wire 0 is the most significant bit).
+Execution plan (PennyLane wire order: wire 0 is the most significant bit). The state is a
+(2^n, B) tensor, tokens last (B = N, or 1 before any data gate): real while every gate so far
+is real (RY, CNOT, H, X, Z, CZ), complex64/complex128 from the first complex gate on.
 * Product prefix: single-qubit gates that act before any multi-qubit gate touches their wire
   act on |0⟩ of that wire; they give per-token 2-vectors, and the state is their Kronecker
-  product (batched outer products), shape (N, 2^n). For the qtha ansatz this is the first
-  RY(u) layer: ⊗_i [cos(u_i/2), sin(u_i/2)].
-* Blocks: the remaining gates, split into maximal runs of data gates (an angle from the
-  inputs: re-uploading) and fixed gates (weights, constants, parameter-free).
-* Passes (inside a block, gates fused greedily in order): a *diagonal* pass (RZ, CRZ, CZ,
-  PhaseShift, ControlledPhaseShift, IsingZZ, Z, S, T: one phase vector exp(i·(A θ + φ0)) with a
-  precomputed (2^n, k) table A), a *single-qubit* pass (one 2×2 matrix per wire, products of
-  the wire's gates; applied by contracting that axis of the (N, 2, …, 2) state — a real
-  matrix on a complex state works on the real view at half the cost) and a *permutation*
-  pass (CNOT, SWAP: one composed index gather).
-* Cost model for a fixed block (decided per forward, since it depends on N): applying the
-  passes costs G = Σ passes (2^n per diagonal/permutation pass, 2·2^n per wire of a
-  single-qubit pass) per token, N·G in all; precomputing the block's unitary costs 2^n·G
-  (the same passes run on the 2^n basis states) plus N·4^n for one batched matmul. The
-  unitary path is taken when N·4^n + 2^n·G < N·G. Data blocks always run per token.
-* Readout: ⟨Z_i⟩ = |ψ|² @ Z with the precomputed (2^n, n) table of ±1.
-The state stays real while every gate met so far is real (RY, CNOT, H, X, Z, CZ) and becomes
-complex at the first complex gate.
+  product (batched outer products). For the qtha ansatz this is the first RY(u) layer:
+  ⊗_i [cos(u_i/2), sin(u_i/2)].
+* Passes: the remaining gates, fused greedily in order into a *diagonal* pass (RZ, CRZ, CZ,
+  PhaseShift, ControlledPhaseShift, IsingZZ, Z, S, T: one phase vector exp(i(Aθ + φ0)), A a
+  precomputed (2^n, k) table — every CRZ ring is one such pass), a *single-qubit* pass (one
+  2×2 matrix per wire, the product of that wire's gates) or a *permutation* pass (CNOT, SWAP:
+  one composed index gather). A pass with an angle from the inputs (data re-uploading) is a
+  *data* pass and runs per token: per-token phases, or per-wire 2×2 rotations broadcast over
+  the token axis. The other passes form *fixed* blocks between data passes.
+* A fixed single-qubit pass is applied as Kronecker-structured matmuls: the wires are cut into
+  ranges of at most 6, each range's kron(2×2 …) is one (2^g × 2^g) matrix applied with one
+  (batched) matmul on a view of the state — one range (a dense 2^n×2^n matmul) up to 6 qubits,
+  two ranges up to 12. A real matrix on a complex state acts on its real view (half the cost).
+* Cost model for a fixed block, decided per call since it depends on N: applying its passes
+  costs G per token (2^n per diagonal or permutation pass, 2^n·2^g per wire range of a
+  single-qubit pass); precomputing the block's unitary costs 2^n·G (the same passes run on the
+  2^n basis states as a batch) plus N·4^n for one matmul. The unitary is used iff
+  N·4^n + 2^n·G < N·G; both paths give the same result (tested).
+* Readout: ⟨Z_i⟩ = Z @ |ψ|² with a precomputed (n, 2^n) table of ±1 (one matmul; above 2^22
+  table entries, per-wire marginal sums instead). Its backward is a custom one-matmul VJP.
 """
 from __future__ import annotations
 
@@ -57,6 +61,7 @@ _DIAG_1Q = ("RZ", "PhaseShift", "PauliZ", "S", "T")  # single-qubit gates that m
 _REAL_1Q = ("RY", "Hadamard", "PauliX", "PauliZ")
 _MODES = ("auto", "unitary", "gates")
 _MAX_CHUNK = 6  # wires per Kronecker-structured matmul of a single-qubit pass
+_MAX_TABLE = 2 ** 22  # entries of a precomputed (k, 2^n) phase or (n, 2^n) readout table
 _COMPLEX_FIXED = ("PauliY", "S", "T")
 _MAX_DECOMP_DEPTH = 8
 
@@ -145,6 +150,12 @@ def _angle_map(op1: Any, op2: Any, x1: Tensor, w1: Tensor, x2: Tensor, w2: Tenso
 
 def record(fn: Callable, n_qubits: int, wshape: tuple) -> list[Gate]:
     """Trace ``fn(inputs, weights, n_qubits)`` with PennyLane and return its gates, mapped."""
+    # The angle map is read off autograd: keep it on even when called under no_grad / inference_mode.
+    with torch.inference_mode(False), torch.enable_grad():
+        return _record(fn, n_qubits, wshape)
+
+
+def _record(fn: Callable, n_qubits: int, wshape: tuple) -> list[Gate]:
     (x1, w1), (x2, w2) = _placeholders(n_qubits, wshape, 1), _placeholders(n_qubits, wshape, 2)
     ops1 = _expand(qml.tape.make_qscript(fn)(x1, w1, n_qubits).operations)
     ops2 = _expand(qml.tape.make_qscript(fn)(x2, w2, n_qubits).operations)
@@ -167,36 +178,34 @@ def record(fn: Callable, n_qubits: int, wshape: tuple) -> list[Gate]:
 
 
 # ----------------------------------------------------------------------------- gate algebra
-def _bits(n: int) -> Tensor:
-    """(2^n, n) int64 table: bit of wire w in basis index b (wire 0 = most significant)."""
-    b = torch.arange(2 ** n).unsqueeze(1)
-    return (b >> torch.arange(n - 1, -1, -1)) & 1
+def _bit(n: int, wire: int, device: Any = None) -> Tensor:
+    """(2^n,) float64: the bit of ``wire`` in each basis index (wire 0 = most significant)."""
+    return ((torch.arange(2 ** n, device=device) >> (n - 1 - wire)) & 1).double()
 
 
-def _diag_column(g: Gate, bits: Tensor) -> tuple[Tensor, Tensor]:
+def _diag_column(g: Gate, n: int, device: Any = None) -> tuple[Tensor, Tensor]:
     """(slope, constant) phases over the basis for one diagonal gate: phase = slope·θ + constant."""
-    z = (1 - 2 * bits).double()
-    b = bits.double()
-    zero = torch.zeros(bits.shape[0], dtype=torch.float64)
-    w = g.wires
+    b = [_bit(n, w, device) for w in g.wires]
+    z = [1 - 2 * bw for bw in b]
+    zero = torch.zeros(2 ** n, dtype=torch.float64, device=device)
     if g.name == "RZ":
-        return -0.5 * z[:, w[0]], zero
+        return -0.5 * z[0], zero
     if g.name == "PhaseShift":
-        return b[:, w[0]], zero
+        return b[0], zero
     if g.name == "CRZ":
-        return -0.5 * b[:, w[0]] * z[:, w[1]], zero
+        return -0.5 * b[0] * z[1], zero
     if g.name == "ControlledPhaseShift":
-        return b[:, w[0]] * b[:, w[1]], zero
+        return b[0] * b[1], zero
     if g.name == "IsingZZ":
-        return -0.5 * z[:, w[0]] * z[:, w[1]], zero
+        return -0.5 * z[0] * z[1], zero
     if g.name == "CZ":
-        return zero, math.pi * b[:, w[0]] * b[:, w[1]]
+        return zero, math.pi * b[0] * b[1]
     if g.name == "PauliZ":
-        return zero, math.pi * b[:, w[0]]
+        return zero, math.pi * b[0]
     if g.name == "S":
-        return zero, 0.5 * math.pi * b[:, w[0]]
+        return zero, 0.5 * math.pi * b[0]
     if g.name == "T":
-        return zero, 0.25 * math.pi * b[:, w[0]]
+        return zero, 0.25 * math.pi * b[0]
     raise AssertionError(g.name)
 
 
@@ -227,9 +236,9 @@ _FIXED_1Q = {
 def _rot_mats(name: str, theta: Tensor) -> Tensor:
     """(..., k, 2, 2) matrices of a parametrised single-qubit gate for angles (..., k)."""
     half = theta * 0.5
+    if name == "RY":  # [[cos h, −sin h], [sin h, cos h]] = cos(h + [[0, π/2], [−π/2, 0]]): one op
+        return torch.cos(half[..., None, None] + half.new_tensor([[0.0, math.pi / 2], [-math.pi / 2, 0.0]]))
     c, s = torch.cos(half), torch.sin(half)
-    if name == "RY":
-        return torch.stack([c, -s, s, c], -1).unflatten(-1, (2, 2))
     zero = torch.zeros_like(c)
     if name == "RX":
         return torch.complex(torch.stack([c, zero, zero, c], -1),
@@ -333,12 +342,12 @@ def _levels(per_wire: list[list[Gate]], const_slot: int) -> list[_Level]:
     levels = []
     for d in range(depth):
         pos = [j for j, gs in enumerate(per_wire) if len(gs) > d]
-        groups: dict[tuple[str, bool], list[int]] = {}
+        groups: dict[tuple[str, bool, bool], list[int]] = {}  # (name, has an angle, angle from the inputs)
         for j in pos:
             g = per_wire[j][d]
-            groups.setdefault((g.name, g.src != "none"), []).append(j)
+            groups.setdefault((g.name, g.src != "none", g.is_data), []).append(j)
         specs, concat = [], []
-        for (name, param), js in groups.items():
+        for (name, param, _), js in groups.items():
             if param:
                 specs.append((name, _Angles.of([per_wire[j][d] for j in js], const_slot), None))
             else:
@@ -357,51 +366,59 @@ class _Pass:
     kind: str  # "diag" | "1q" | "perm"
     gates: list[Gate]
     n: int
-    cost: int  # multiply-adds per token and amplitude-pass, for the cost model
+    cost: int  # per-token work of applying this pass (the cost model's G)
     data: bool = False  # some angle is per token
-    real: bool = True
-    # diag: phase = phase0 + Σ θ_group @ table_group
-    groups: list[tuple[_Angles, Tensor]] = field(default_factory=list)
+    real: bool = True  # keeps a real state real
+    # diag: phase = phase0 + Σ θ_group @ table_group (table None: too large to keep, built per call)
+    groups: list[tuple[_Angles, Optional[Tensor], list[Gate]]] = field(default_factory=list)
     phase0: Optional[Tensor] = None
     # 1q
     wires: list[int] = field(default_factory=list)
     levels: list[_Level] = field(default_factory=list)
     chunks: list[tuple[int, int]] = field(default_factory=list)
+    kron_index: list[Tensor] = field(default_factory=list)  # per chunk, for :func:`_kron`
+    kron_eye: list[bool] = field(default_factory=list)  # per chunk: a wire of it has no gate in this pass
     # perm
     perm: Optional[Tensor] = None
 
     def to(self, device: torch.device, rdtype: torch.dtype) -> "_Pass":
         p = _Pass(self.kind, self.gates, self.n, self.cost, self.data, self.real, wires=self.wires,
-                  chunks=self.chunks)
+                  chunks=self.chunks, kron_eye=self.kron_eye)
         if self.kind == "diag":
-            p.groups = [(a.to(device, rdtype), t.to(device, rdtype)) for a, t in self.groups]
+            p.groups = [(a.to(device, rdtype), t.to(device, rdtype) if t is not None else None, gs)
+                        for a, t, gs in self.groups]
             p.phase0 = self.phase0.to(device, rdtype)
         elif self.kind == "1q":
             p.levels = [lv.to(device, rdtype) for lv in self.levels]
+            p.kron_index = [t.to(device) for t in self.kron_index]
         else:
             p.perm = self.perm.to(device)
         return p
 
 
-def _make_pass(kind: str, gates: list[Gate], n: int, bits: Tensor, const_slot: int) -> _Pass:
+def _make_pass(kind: str, gates: list[Gate], n: int, const_slot: int) -> _Pass:
     dim = 2 ** n
     if kind == "diag":
-        phase0 = sum((_diag_column(g, bits)[1] for g in gates), torch.zeros(dim, dtype=torch.float64))
+        phase0 = sum((_diag_column(g, n)[1] for g in gates), torch.zeros(dim, dtype=torch.float64))
         groups = []
         for data in (False, True):
             gs = [g for g in gates if g.src != "none" and g.is_data == data]
-            if gs:
-                table = torch.stack([_diag_column(g, bits)[0] for g in gs], 0)  # (k, 2^n)
-                groups.append((_Angles.of(gs, const_slot), table))
+            if gs:  # (k, 2^n) slopes, or None above the size limit: then built column by column per call
+                table = torch.stack([_diag_column(g, n)[0] for g in gs], 0) if dim * len(gs) <= _MAX_TABLE else None
+                groups.append((_Angles.of(gs, const_slot), table, gs))
         real = not groups and bool(torch.all(torch.sin(phase0).abs() < 1e-12))  # CZ / Z only: ±1
-        return _Pass("diag", gates, n, dim, any(a.data for a, _ in groups), real, groups=groups, phase0=phase0)
+        return _Pass("diag", gates, n, dim, any(a.data for a, _, _ in groups), real, groups=groups, phase0=phase0)
     if kind == "1q":
         wires = sorted({g.wires[0] for g in gates})
         per_wire = [[g for g in gates if g.wires[0] == w] for w in wires]
         chunks = [(s, g) for s, g in _chunks(n) if any(s <= w < s + g for w in wires)]
         real = all(g.name in _REAL_1Q for g in gates)
+        pos = {w: j for j, w in enumerate(wires)}
+        kron_index = [_kron_index([pos.get(w, len(wires)) for w in range(st, st + g)]) for st, g in chunks]
+        kron_eye = [any(w not in pos for w in range(st, st + g)) for st, g in chunks]
         return _Pass("1q", gates, n, sum(dim * 2 ** g for _, g in chunks), any(g.is_data for g in gates), real,
-                     wires=wires, levels=_levels(per_wire, const_slot), chunks=chunks)
+                     wires=wires, levels=_levels(per_wire, const_slot), chunks=chunks, kron_index=kron_index,
+                     kron_eye=kron_eye)
     perm = torch.arange(dim)
     for g in gates:  # apply p1 then p2: ψ[p1][p2] = ψ[p1[p2]]
         perm = perm[_perm(g, n)]
@@ -416,7 +433,7 @@ def _kind(g: Gate) -> str:
     return "1q"
 
 
-def _fuse(gates: list[Gate], n: int, bits: Tensor, const_slot: int) -> list[_Pass]:
+def _fuse(gates: list[Gate], n: int, const_slot: int) -> list[_Pass]:
     """Greedy in-order fusion into diagonal / single-qubit / permutation passes."""
     runs: list[tuple[str, list[Gate]]] = []
     for g in gates:
@@ -425,7 +442,7 @@ def _fuse(gates: list[Gate], n: int, bits: Tensor, const_slot: int) -> list[_Pas
             runs[-1][1].append(g)
         else:
             runs.append((k, [g]))
-    return [_make_pass(k, gs, n, bits, const_slot) for k, gs in runs]
+    return [_make_pass(k, gs, n, const_slot) for k, gs in runs]
 
 
 @dataclass
@@ -448,7 +465,7 @@ class Plan:
     prefix: list[_Level]  # single-qubit gates on |0⟩ (per wire, by depth)
     prefix_wires: list[int]
     blocks: list[_Block]
-    ztable: Tensor  # (n, 2^n): z_i(k) = ±1, the readout table of ⟨Z_i⟩
+    ztable: Optional[Tensor]  # (n, 2^n): z_i(k) = ±1, the readout table of ⟨Z_i⟩ (None above the size limit)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def materialize(self, device: torch.device, rdtype: torch.dtype) -> "Plan":
@@ -465,7 +482,7 @@ class Plan:
         return Plan(
             self.n_qubits, self.weight_shape, self.gates, [lv.to(device, rdtype) for lv in self.prefix],
             self.prefix_wires, [_Block(b.data, [p.to(device, rdtype) for p in b.passes]) for b in self.blocks],
-            self.ztable.to(device, rdtype))
+            self.ztable.to(device, rdtype) if self.ztable is not None else None)
 
     def describe(self) -> str:
         lines = [f"Plan: {self.n_qubits} qubits, weights {self.weight_shape}, {len(self.gates)} gates; "
@@ -482,7 +499,6 @@ def build_plan(fn: Callable, n_qubits: int, wshape: tuple) -> Plan:
     wshape = tuple(int(s) for s in wshape)
     gates = record(fn, n, wshape)
     const_slot = math.prod(wshape)  # index of the zero appended to the flat weight vector
-    bits = _bits(n)
     touched: set[int] = set()
     prefix_gates: list[Gate] = []
     rest: list[Gate] = []
@@ -496,13 +512,15 @@ def build_plan(fn: Callable, n_qubits: int, wshape: tuple) -> Plan:
     prefix = _levels([[g for g in prefix_gates if g.wires[0] == w] for w in prefix_wires], const_slot) \
         if prefix_gates else []
     blocks: list[_Block] = []
-    for p in _fuse(rest, n, bits, const_slot):  # data passes stand alone; fixed passes group into blocks
+    for p in _fuse(rest, n, const_slot):  # data passes stand alone; fixed passes group into blocks
         if p.data or not blocks or blocks[-1].data:
             blocks.append(_Block(p.data, [p]))
         else:
             blocks[-1].passes.append(p)
-    z = (1 - 2 * bits).double()
-    return Plan(n, wshape, gates, prefix, prefix_wires, blocks, z.T.contiguous())
+    ztable = None
+    if n * 2 ** n <= _MAX_TABLE:
+        ztable = torch.stack([1 - 2 * _bit(n, w) for w in range(n)], 0)
+    return Plan(n, wshape, gates, prefix, prefix_wires, blocks, ztable)
 
 
 _PLANS: dict[tuple, Plan] = {}
@@ -537,14 +555,25 @@ def _onequbit_matrices(levels: list[_Level], x: Tensor, w_ext: Tensor) -> Tensor
     return m
 
 
-def _kron(m: Tensor, pos: dict[int, int], start: int, size: int) -> Tensor:
-    """(2^size, 2^size): ⊗ of the fixed matrices of wires start..start+size−1 (``start`` most
-    significant); ``m`` is (1, P, 2, 2)."""
-    k = None
-    for w in range(start, start + size):
-        mw = m[0, pos[w]] if w in pos else torch.eye(2, dtype=m.dtype, device=m.device)
-        k = mw if k is None else torch.kron(k, mw)
-    return k
+def _kron(m: Tensor, flat: Tensor, with_eye: bool) -> Tensor:
+    """(2^g, 2^g): the Kronecker product of g of the pass's 2×2 matrices ``m`` (1, P, 2, 2) in one
+    gather and one product: K[r, c] = Π_t m[wire_t, r_t, c_t] (``flat`` from :func:`_kron_index`;
+    index P·4.. is the identity, for a wire of the range the pass leaves alone)."""
+    mats = m[0].reshape(-1)
+    if with_eye:
+        mats = torch.cat([mats, torch.eye(2, dtype=m.dtype, device=m.device).reshape(-1)])
+    g = flat.shape[0]
+    return mats.index_select(0, flat.reshape(-1)).reshape(g, 2 ** g, 2 ** g).prod(0)
+
+
+def _kron_index(positions: list[int]) -> Tensor:
+    """(g, 2^g, 2^g) indices into the flattened (P+1, 2, 2) matrix stack for :func:`_kron`."""
+    g = len(positions)
+    r = torch.arange(2 ** g)
+    shifts = torch.arange(g - 1, -1, -1)
+    rb = (r[None, :] >> shifts[:, None]) & 1  # (g, 2^g): bit t of the row index
+    pos = torch.tensor(positions)[:, None, None]
+    return pos * 4 + rb[:, :, None] * 2 + rb[:, None, :]
 
 
 def _matmul_wires(k: Tensor, t: Tensor, start: int, size: int) -> Tensor:
@@ -576,8 +605,10 @@ def _apply_pass(s: Tensor, p: _Pass, x: Tensor, w_ext: Tensor) -> Tensor:
         return s.index_select(0, p.perm)
     if p.kind == "diag":
         phase = p.phase0.unsqueeze(1)  # (2^n, 1)
-        for ang, table in p.groups:
+        for ang, table, gates in p.groups:
             theta = ang(x, w_ext)  # (k,) or (N, k)
+            if table is None:  # large n: one column at a time instead of a (k, 2^n) table
+                table = torch.stack([_diag_column(g, p.n, s.device)[0].to(s.real.dtype) for g in gates], 0)
             phase = phase + (table.T @ theta.T if theta.dim() == 2 else (theta @ table).unsqueeze(1))
         if p.real:  # ±1 (CZ / Z only)
             return s * torch.cos(phase)
@@ -587,16 +618,26 @@ def _apply_pass(s: Tensor, p: _Pass, x: Tensor, w_ext: Tensor) -> Tensor:
         for j, w in enumerate(p.wires):
             s = _apply_per_token(s, m[:, j], w)
         return s
-    pos = {w: j for j, w in enumerate(p.wires)}
-    for start, size in p.chunks:
-        s = _apply_fixed(s, _kron(m, pos, start, size), start, size)
+    for (start, size), flat, eye in zip(p.chunks, p.kron_index, p.kron_eye):
+        s = _apply_fixed(s, _kron(m, flat, eye), start, size)
     return s
 
 
 def _product_state(plan: Plan, x: Tensor, w_ext: Tensor, rdtype: torch.dtype) -> Tensor:
     """(2^n, B): the Kronecker product of the prefix's per-wire vectors G…G|0⟩."""
     vecs: dict[int, Tensor] = {}
-    if plan.prefix:
+    if len(plan.prefix) == 1 and all(nm == "RY" and a is not None for nm, a, _ in plan.prefix[0].groups):
+        # RY(θ)|0⟩ = (cos θ/2, sin θ/2) = cos(θ/2 − (0, π/2)): the data-encoding layer in one op
+        lv = plan.prefix[0]
+        thetas = [a(x, w_ext) for _, a, _ in lv.groups]  # (N, k) per token or (k,) fixed
+        bsz = x.shape[0] if any(t.dim() == 2 for t in thetas) else 1
+        theta = torch.cat([t if t.dim() == 2 else t.unsqueeze(0).expand(bsz, -1) for t in thetas], 1)
+        if lv.order is not None:
+            theta = theta.index_select(1, lv.order)
+        cols = torch.cos((theta * 0.5).unsqueeze(-1) - theta.new_tensor([0.0, math.pi / 2]))  # (B, P, 2)
+        cols = cols.permute(1, 2, 0).contiguous()
+        vecs = {w: cols[j] for j, w in enumerate(plan.prefix_wires)}
+    elif plan.prefix:
         cols = _onequbit_matrices(plan.prefix, x, w_ext)[..., 0]  # (B, P, 2): the gates applied to |0⟩
         cols = cols.permute(1, 2, 0).contiguous()  # (P, 2, B): tokens last, so is every product below
         vecs = {w: cols[j] for j, w in enumerate(plan.prefix_wires)}
@@ -657,15 +698,25 @@ def simulate(plan: Plan, inputs: Tensor, weights: Tensor, mode: str = "auto") ->
     pl = plan.materialize(inputs.device, rdtype)
     w_ext = torch.cat([weights.to(rdtype).reshape(-1), weights.new_zeros(1, dtype=rdtype)])
     s = _product_state(pl, inputs, w_ext, rdtype)
-    for block in pl.blocks:
+    for i, block in enumerate(pl.blocks):
         if block.data:
             s = _apply_pass(s, block.passes[0], inputs, w_ext)
         elif (use_unitary(block, n, s.shape[-1]) if mode == "auto" else mode == "unitary"):
-            s = _apply_unitary(s, _fixed_unitary(block, n, inputs, w_ext, rdtype))
+            u = _fixed_unitary(block, n, inputs, w_ext, rdtype)
+            if i == len(pl.blocks) - 1 and u.is_complex() and not s.is_complex() and pl.ztable is not None:
+                # Last step, real state, complex U (qtha at small n): one real matmul with the real and
+                # imaginary parts of U stacked, read out directly — no complex state is ever formed.
+                y = torch.view_as_real(u).permute(2, 0, 1).reshape(2 * u.shape[0], -1) @ s  # (2·2^n, B)
+                return _Readout.apply(y, torch.cat([pl.ztable, pl.ztable], 1)).T.expand(n_tok, n)
+            s = _apply_unitary(s, u)
         else:
             for p in block.passes:
                 s = _apply_pass(s, p, inputs, w_ext)
-    if s.is_complex():  # Σ_k |ψ_k|² z_i(k): square the real view, sum the two parts after the matmul
+    if pl.ztable is None:  # large n: per wire, P(bit 0) − P(bit 1) by reductions
+        probs = torch.view_as_real(s).square().sum(-1) if s.is_complex() else s.square()
+        marg = [probs.reshape(2 ** i, 2, -1, probs.shape[-1]).sum((0, 2)) for i in range(n)]  # (2, B) each
+        out = torch.stack([m[0] - m[1] for m in marg], 0)
+    elif s.is_complex():  # Σ_k |ψ_k|² z_i(k): square the real view, sum the two parts after the matmul
         v = torch.view_as_real(s)
         out = _Readout.apply(v.reshape(v.shape[0], -1), pl.ztable).reshape(n, -1, 2).sum(-1)
     else:

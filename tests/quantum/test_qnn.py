@@ -23,6 +23,15 @@ TOL = dict(rtol=1e-6, atol=1e-9)
 
 
 # ----------------------------------------------------------------------------- helpers
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny ops: one intra-op thread is as fast and does not thrash when the machine is busy."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _draw(n_tokens: int, n_qubits: int, wshape: tuple, seed: int | None = None):
     """(seed, inputs, weights, generator): inputs in [−π, π), weights in [0, 2π), float64."""
     seed = secrets.randbits(31) if seed is None else seed
@@ -202,6 +211,21 @@ def test_cost_model_picks_each_path():
     assert not torchsim.use_unitary(small, 3, 1)  # one token: building U costs more than applying gates
 
 
+def test_plan_built_or_first_run_without_grad_still_differentiates():
+    """The angle map comes from autograd, and the first call may come from a validation loop."""
+    with torch.no_grad():
+        plan = torchsim.build_plan(qtha_ansatz, 3, (1, 4, 3))
+    assert {g.src for g in plan.gates} == {"input", "weight"}
+    seed, x, w, _ = _draw(4, 3, (1, 4, 3))
+    with torch.inference_mode():
+        first = torchsim.simulate(plan, x, w)
+    w = w.requires_grad_(True)
+    out = torchsim.simulate(plan, x, w)
+    (gw,) = torch.autograd.grad(out.sum(), [w])
+    torch.testing.assert_close(out.detach(), first, **TOL, msg=f"seed={seed}")
+    assert torch.isfinite(gw).all() and gw.abs().sum() > 0
+
+
 def test_float32_kernel_close_to_float64():
     seed, x, w, _ = _draw(16, 6, (2, 4, 6))
     plan = torchsim.get_plan(qtha_ansatz, 6, (2, 4, 6))
@@ -278,9 +302,25 @@ def _template_ansatz(inputs, weights, n_qubits):
         qml.BasicEntanglerLayers(weights[layer:layer + 1], wires=range(n_qubits), rotation=qml.RX)
 
 
+def _mixed_ansatz(inputs, weights, n_qubits):
+    """A first layer mixing data and weight angles, a SWAP, controlled phases and an IsingZZ."""
+    for layer in range(weights.shape[0]):
+        qml.RY(inputs[..., 0], wires=0)
+        qml.RY(weights[layer, 0], wires=1)
+        qml.RY(2.0 * inputs[..., 2] - 0.5, wires=2)
+        qml.PhaseShift(weights[layer, 1], wires=2)
+        qml.SWAP(wires=[0, 2])
+        qml.ControlledPhaseShift(inputs[..., 1], wires=[1, 0])
+        qml.IsingZZ(weights[layer, 2], wires=[1, 2])
+        qml.PauliY(wires=1)
+        qml.CNOT(wires=[2, 1])
+        qml.RX(weights[layer, 0], wires=1)
+
+
 @pytest.mark.parametrize("name,fn,shape_fn", [
     ("test_rx_cz", _rx_cz_ansatz, lambda n, L: (L, 2, n)),
     ("test_templates", _template_ansatz, lambda n, L: (L, n)),
+    ("test_mixed", _mixed_ansatz, lambda n, L: (L, 3)),
 ])
 def test_registered_pennylane_ansatz_gets_the_torch_fast_path(name, fn, shape_fn):
     register_ansatz(name, fn, shape_fn)
