@@ -138,17 +138,25 @@ class DataConfig:
     ``size`` takes the first N of a permutation of the training pool seeded by the run's
     ``seed`` (nested: a larger N is a superset of a smaller one); ``test_size`` rows of the
     fixed, disjoint test split are used for validation. ``data_seed`` fixes the pool and the
-    test split of generated datasets, so runs with different seeds share one test set.
+    test split, so runs with different seeds share one test set: it seeds the generated
+    dataset, the hold-out of ``holdout_size`` rows for sources without a test split, and the
+    draw of at most ``pool_size`` pool rows from a larger source (``synthetic_math``
+    generates exactly ``pool_size``). ``path`` (local JSONL / case files) wins over ``hub_id``
+    (+ ``hub_config``), which needs ``allow_hub=true``. ``system_prompt`` is prepended to every
+    conversation that has none. ``max_length`` truncates from the left (oldest turns first).
     """
 
     name: str = MISSING
     hub_id: Optional[str] = None
+    hub_config: Optional[str] = None
     path: Optional[str] = None
     size: int = 300
     test_size: int = 32
     pool_size: int = 4000
+    holdout_size: int = 300
     data_seed: int = 0
     max_length: int = 256
+    system_prompt: Optional[str] = None
     languages: list[str] = field(default_factory=lambda: ["en", "zh"])
 
 
@@ -196,6 +204,23 @@ LOGGER_KINDS = ("wandb", "csv", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 
 
+# --------------------------------------------------------------------------- evaluation
+@dataclass
+class EvalConfig:
+    """Generation-based evaluation on the test split after training (SPEC §3).
+
+    ``metrics: null`` picks by the data: maths rows (with an ``answer``) get accuracy,
+    strict accuracy, CTC and AC; dialogue rows get BLEU-4 and ROUGE-1/2/L. ``limit`` caps
+    the generated rows (null = every ``data.test_size`` row); decoding is greedy.
+    """
+
+    enabled: bool = True
+    metrics: Optional[list[str]] = None
+    limit: Optional[int] = None
+    max_new_tokens: int = 160
+    batch_size: int = 8
+
+
 # --------------------------------------------------------------------------- quantum
 @dataclass
 class QuantumConfig:
@@ -230,6 +255,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     quantum: QuantumConfig = field(default_factory=QuantumConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     name: str = "default"
     seed: int = 42
     force: bool = False
@@ -307,6 +333,17 @@ def _validate_quantum(q: Any) -> None:
                           "(the torch kernel is exact)")
 
 
+def _validate_eval(e: Any) -> None:
+    from qtha.metrics import METRIC_NAMES
+
+    for name in e.metrics or []:
+        _one_of("eval.metrics", name, METRIC_NAMES)
+    for key in ("max_new_tokens", "batch_size"):
+        _positive(f"eval.{key}", e[key])
+    if e.limit is not None and e.limit <= 0:
+        raise ConfigError(f"eval.limit={e.limit} must be > 0, or null for every test row")
+
+
 def validate(cfg: Any, needs_weights: bool = True) -> None:
     """Semantic checks that types alone cannot express; each raises a one-line ConfigError.
 
@@ -315,7 +352,7 @@ def validate(cfg: Any, needs_weights: bool = True) -> None:
     hub model is reachable.
     """
     from qtha.adapters import ADAPTERS
-    from qtha.data import DATASETS
+    from qtha.data import DATASETS, check_data
 
     _one_of("model.source", cfg.model.source, MODEL_SOURCES)
     _one_of("model.dtype", cfg.model.dtype, DTYPES)
@@ -341,7 +378,7 @@ def validate(cfg: Any, needs_weights: bool = True) -> None:
 
     d = cfg.data
     _one_of("data.name", d.name, sorted(DATASETS))
-    for key in ("size", "test_size", "pool_size", "max_length"):
+    for key in ("size", "test_size", "pool_size", "holdout_size", "max_length"):
         _positive(f"data.{key}", d[key])
     if d.max_length < 16:
         raise ConfigError(f"data.max_length={d.max_length} is too short; allowed: >= 16 tokens")
@@ -363,6 +400,7 @@ def validate(cfg: Any, needs_weights: bool = True) -> None:
     if ad.name == "quanta" and ad.n_axes < 1:
         raise ConfigError(f"adapter.n_axes={ad.n_axes} must be >= 1")
     _validate_quantum(cfg.quantum)
+    _validate_eval(cfg.eval)
 
     _one_of("logger.kind", cfg.logger.kind, LOGGER_KINDS)
     _one_of("logger.mode", cfg.logger.mode, WANDB_MODES)
@@ -374,3 +412,4 @@ def validate(cfg: Any, needs_weights: bool = True) -> None:
                               "or run `wandb login`; allowed without them: logger.mode=offline|disabled")
     if not str(cfg.name) or "/" in str(cfg.name):
         raise ConfigError(f"name={cfg.name!r} must be a non-empty folder name without '/'")
+    check_data(d, allow_hub=cfg.allow_hub)  # last: it may read the local data files

@@ -44,6 +44,8 @@ class RunRecord:
     environment: dict[str, Any] = field(default_factory=dict)
     wandb_run: Optional[str] = None
     adapter_path: Optional[str] = None
+    predictions_path: Optional[str] = None
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
     error: Optional[str] = None
     started_at: Optional[str] = None
     finished_at: Optional[str] = None
@@ -77,6 +79,13 @@ def run_key(overrides: Iterable[str], seed: int) -> str:
 
 def record_path(results_dir: str | Path, experiment: str, key: str) -> Path:
     return Path(results_dir) / "runs" / experiment / f"{key}.json"
+
+
+def predictions_path(record_file: str | Path, tag: str = "") -> Path:
+    """``<run-key>.predictions[.<tag>].jsonl`` beside the record (tag: a re-evaluation)."""
+    record_file = Path(record_file)
+    stem = record_file.name[: -len(".json")] if record_file.name.endswith(".json") else record_file.stem
+    return record_file.with_name(f"{stem}.predictions{'.' + tag if tag else ''}.jsonl")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

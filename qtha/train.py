@@ -19,8 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from qtha import offline
 from qtha.config import validate
-from qtha.results import (RunRecord, environment, git_sha, is_done, load_record, record_path, run_key,
-                          versions, write_record)
+from qtha.results import (RunRecord, environment, git_sha, is_done, load_record, predictions_path, record_path,
+                          run_key, versions, write_record)
 
 if TYPE_CHECKING:
     import lightning as L
@@ -128,12 +128,25 @@ def _fit_and_evaluate(cfg: DictConfig, record: RunRecord) -> None:
         record.metrics.update({k.split("/")[-1]: v for k, v in after.items()})
         record.metrics["precision"] = str(trainer.precision)
         record.metrics["history"] = module.history
+        if cfg.eval.enabled:
+            _generate_and_score(cfg, record, model, tokenizer, data.test_rows, str(trainer.precision))
         if cfg.trainer.save_adapter and record.trainable_params > 0:
             path = work / "adapters" / cfg.name / f"{record.run_key}.safetensors"
             adapters.save_adapter(model, path)
             record.adapter_path = str(path)
     finally:
         finish(logger)
+
+
+def _generate_and_score(cfg: DictConfig, record: RunRecord, model: Any, tokenizer: Any, rows: list,
+                        precision: str) -> None:
+    """Greedy generation on the test rows; metrics into the record, predictions beside it."""
+    from qtha.evaluation import evaluate_generation, write_predictions
+
+    metrics, predictions = evaluate_generation(model, tokenizer, rows, cfg.eval, cfg.data.max_length, precision)
+    record.metrics.update(metrics)
+    path = predictions_path(record_path(cfg.results_dir, cfg.name, record.run_key))
+    record.predictions_path = str(write_predictions(path, predictions))
 
 
 class FaultInjection(Callback):

@@ -19,7 +19,7 @@ def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
         "model=tiny_llama", "logger=csv",
         "data.size=16", "data.test_size=4", "data.pool_size=64", "data.max_length=96",
         "trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.batch_size=2",
-        "trainer.warmup_steps=1", "trainer.enable_progress_bar=false",
+        "trainer.warmup_steps=1", "trainer.enable_progress_bar=false", "eval.max_new_tokens=8",
         f"results_dir={tmp_path / 'results'}", f"work_dir={tmp_path / 'outputs'}", *extra,
     ]
 

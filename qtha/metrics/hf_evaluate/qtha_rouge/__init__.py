@@ -1,0 +1,1 @@
+"""An `evaluate` module folder (a package only so that setuptools ships the script)."""

@@ -1,0 +1,129 @@
+"""Evaluation by generation: batched greedy decoding, metrics in the record, `python -m qtha.eval`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_overrides
+from qtha import eval as qeval
+from qtha.backbone import load_backbone
+from qtha.compose import compose_checked
+from qtha.config import ConfigError
+from qtha.generation import generate, prompt_ids
+from qtha.results import load_record, record_path
+from qtha.train import train
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "5"}],
+    [{"role": "user", "content": "A much longer question about apples, pears and plums, all of them?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = compose_checked(["model=tiny_llama"])
+    torch.manual_seed(0)
+    return load_backbone(cfg.model)
+
+
+def test_left_padded_batches_generate_what_single_prompts_do(tiny):
+    model, tok = tiny
+    batched = generate(model, tok, CONVERSATIONS, max_new_tokens=6, batch_size=3, max_prompt_length=64)
+    single = [generate(model, tok, [c], max_new_tokens=6, batch_size=1, max_prompt_length=64)[0]
+              for c in CONVERSATIONS]
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert [g.new_tokens for g in batched] == [g.new_tokens for g in single]
+
+
+def test_prompt_excludes_the_reference_turn_and_is_left_truncated(tiny):
+    _, tok = tiny
+    full = prompt_ids(tok, CONVERSATIONS[0], 10_000)
+    assert "5" not in tok.decode(full).split("assistant")[-1]
+    assert tok.decode(full).rstrip().endswith("assistant")
+    assert prompt_ids(tok, CONVERSATIONS[1], 7) == prompt_ids(tok, CONVERSATIONS[1], 10_000)[-7:]
+
+
+def test_truncation_flag_means_the_token_budget_ran_out(tiny):
+    model, tok = tiny
+    gens = generate(model, tok, CONVERSATIONS[:2], max_new_tokens=4, batch_size=2, max_prompt_length=64)
+    for g in gens:
+        assert g.new_tokens <= 4
+        assert g.truncated == (g.new_tokens == 4)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("evalrun")
+    overrides = tiny_overrides(tmp, "trainer.max_steps=2", "data.test_size=5", "eval.batch_size=2")
+    cfg = compose_checked(overrides)
+    record = train(cfg, ["model=tiny_llama"])
+    assert record.status == "ok", record.error
+    return tmp, cfg, record
+
+
+def test_run_record_has_generation_metrics_and_predictions(trained):
+    _, cfg, record = trained
+    m = record.metrics
+    for name in ("accuracy", "strict_accuracy", "ctc", "ac"):   # synthetic maths rows carry answers
+        assert 0.0 <= m[name] <= 100.0
+    assert m["generation"]["rows"] == 5 and m["generation"]["greedy"] is True
+    assert m["generation"]["max_new_tokens"] == 8
+    assert "metric_notes" in m
+    rows = [json.loads(line) for line in Path(record.predictions_path).read_text().splitlines()]
+    assert len(rows) == 5
+    assert {"reference", "prediction", "truncated", "answer", "extracted"} <= set(rows[0])
+    assert Path(record.predictions_path).parent == record_path(cfg.results_dir, cfg.name, record.run_key).parent
+
+
+def test_reevaluation_reproduces_the_run_and_appends_to_the_record(trained):
+    tmp, cfg, record = trained
+    path = record_path(cfg.results_dir, cfg.name, record.run_key)
+    before = load_record(path)
+    assert qeval.main([str(path), "--tag", "again"]) == 0
+    after = load_record(path)
+    assert after["metrics"] == before["metrics"]                   # the run's own metrics stay as they were
+    (entry,) = after["evaluations"]
+    assert entry["tag"] == "again"
+    assert entry["metrics"]["loss"] == pytest.approx(record.metrics["loss"], rel=1e-5)
+    original = Path(record.predictions_path).read_text().splitlines()
+    again = Path(entry["predictions_path"]).read_text().splitlines()
+    assert [json.loads(a)["prediction"] for a in again] == [json.loads(o)["prediction"] for o in original]
+
+
+def test_checkpoint_path_finds_its_record_and_overrides_apply(trained):
+    tmp, cfg, record = trained
+    assert qeval.main([record.adapter_path, "eval.limit=2", "--results-dir", cfg.results_dir]) == 0
+    after = load_record(record_path(cfg.results_dir, cfg.name, record.run_key))
+    entry = [e for e in after["evaluations"] if e["tag"] == "eval.limit=2"][0]
+    assert entry["metrics"]["generation"]["rows"] == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["adapter.rank=8"], "adapter.rank cannot change at evaluation"),
+    (["eval.no_such_key=1"], "eval.no_such_key=1"),
+    (["eval.limit=0"], "eval.limit=0 must be > 0"),
+    (["eval.metrics=[bleu5]"], "eval.metrics='bleu5' is not allowed"),
+])
+def test_bad_evaluation_overrides_are_one_line_errors(trained, capsys, args, message):
+    _, cfg, record = trained
+    assert qeval.main([str(record_path(cfg.results_dir, cfg.name, record.run_key)), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_unknown_targets_are_one_line_errors(tmp_path, capsys):
+    assert qeval.main([str(tmp_path / "missing.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    stray = tmp_path / "stray.safetensors"
+    stray.write_bytes(b"")
+    assert qeval.main([str(stray), "--results-dir", str(tmp_path)]) == 2
+    assert "no record under" in capsys.readouterr().err
+
+
+def test_eval_config_is_validated_before_any_model_loads(tmp_path):
+    with pytest.raises(ConfigError, match="eval.max_new_tokens=0 must be > 0"):
+        compose_checked(tiny_overrides(tmp_path, "eval.max_new_tokens=0"))
