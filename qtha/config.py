@@ -344,12 +344,13 @@ def _validate_eval(e: Any) -> None:
         raise ConfigError(f"eval.limit={e.limit} must be > 0, or null for every test row")
 
 
-def validate(cfg: Any, needs_weights: bool = True) -> None:
+def validate(cfg: Any, needs_weights: bool = True, trains: bool = True) -> None:
     """Semantic checks that types alone cannot express; each raises a one-line ConfigError.
 
     Runs before any model or dataset is loaded, so a typo costs a second, not a run.
     ``needs_weights=False`` (parameter counting on the meta device) skips the check that a
-    hub model is reachable.
+    hub model is reachable; ``trains=False`` (re-evaluating a saved adapter) allows
+    evaluation-only datasets.
     """
     from qtha.adapters import ADAPTERS
     from qtha.data import DATASETS, check_data
@@ -412,4 +413,4 @@ def validate(cfg: Any, needs_weights: bool = True) -> None:
                               "or run `wandb login`; allowed without them: logger.mode=offline|disabled")
     if not str(cfg.name) or "/" in str(cfg.name):
         raise ConfigError(f"name={cfg.name!r} must be a non-empty folder name without '/'")
-    check_data(d, allow_hub=cfg.allow_hub)  # last: it may read the local data files
+    check_data(d, allow_hub=cfg.allow_hub, trains=trains and ad.name != "none" and t.max_steps > 0)  # last: it may read the local data files

@@ -10,9 +10,12 @@ from qtha.config import ConfigError
 
 
 @pytest.mark.parametrize("group", ["model", "adapter", "data", "trainer", "logger", "experiment"])
-def test_every_option_of_every_group_composes(group):
+def test_every_option_of_every_group_composes(group, tmp_path):
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("".join(f'{{"prompt": "q{i}", "response": "a{i}"}}\n' for i in range(4)))
+    needs = {"jsonl": [f"data.path={chat}", "data.size=1", "data.holdout_size=1"], "cmath": ["adapter=none"]}
     for option in group_options(group):
-        cfg = compose_checked([f"{group}={option}", "allow_hub=true"])
+        cfg = compose_checked([f"{group}={option}", "allow_hub=true", *needs.get(option, [])])
         assert cfg is not None
 
 

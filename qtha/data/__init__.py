@@ -1,17 +1,21 @@
 """Dataset registry: ``data.name`` → a loader returning (training pool, fixed test split).
 
-Each example is ``{"messages": [...chat turns, last one the assistant target...], ...}``
-plus optional fields (``answer`` for maths). Adding a dataset = one module + one entry here
-+ one YAML in ``conf/data/``.
+Each example is ``{"messages": [...chat turns, last one the assistant's...], "lang": "zh"|"en",
+"id": ...}`` plus ``answer`` for maths. Every assistant turn is a training target (multi-turn
+dialogues included, see :mod:`qtha.data.formatting`). Adding a dataset = one module with a
+:class:`~qtha.data.source.FileDataset` + one entry here + one YAML in ``conf/data/``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from qtha.config import ConfigError, DataConfig
-from qtha.data import synthetic_math
+from qtha.data import ch_r1_math, cmath, cpsycound, gsm8k, jsonl, r1_distill_sft, synthetic_math
+from qtha.data.rows import Example
+from qtha.data.source import FileDataset
 
-Example = dict[str, Any]
+__all__ = ["DATASETS", "FILE_DATASETS", "Example", "check_data", "check_size", "load_splits"]
+
 Loader = Callable[[DataConfig], tuple[list[Example], list[Example]]]
 
 
@@ -21,13 +25,68 @@ def _synthetic_math(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
     return [as_example(p) for p in train], [as_example(p) for p in test]
 
 
+FILE_DATASETS: dict[str, FileDataset] = {
+    d.name: d for d in (cpsycound.DATASET, r1_distill_sft.DATASET, ch_r1_math.DATASET, gsm8k.DATASET,
+                        cmath.DATASET, jsonl.DATASET)
+}
 DATASETS: dict[str, Loader] = {
     "synthetic_math": _synthetic_math,
+    **{name: d.load for name, d in FILE_DATASETS.items()},
 }
 
 
-def load_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
-    """The training pool and the fixed test split of ``cfg.name``."""
+def _known(cfg: DataConfig) -> None:
     if cfg.name not in DATASETS:
         raise ConfigError(f"data.name={cfg.name!r} is unknown; allowed: {', '.join(sorted(DATASETS))}")
-    return DATASETS[cfg.name](cfg)
+
+
+def _with_system_prompt(example: Example, prompt: str) -> Example:
+    """Prepend ``data.system_prompt``; a row that brings its own system turn keeps it."""
+    if example["messages"][0]["role"] == "system":
+        return example
+    return {**example, "messages": [{"role": "system", "content": prompt}, *example["messages"]]}
+
+
+def load_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
+    """The training pool and the fixed test split of ``cfg.name`` (pool empty: evaluation-only set)."""
+    _known(cfg)
+    pool, test = DATASETS[cfg.name](cfg)
+    if cfg.system_prompt:
+        pool, test = ([_with_system_prompt(e, cfg.system_prompt) for e in rows] for rows in (pool, test))
+    return pool, test
+
+
+def check_size(size: int, pool: int, name: str) -> None:
+    """``data.size`` must fit the pool: a silent smaller run would be mislabelled in every table."""
+    if size <= 0 or size > pool:
+        raise ConfigError(f"data.size={size} is outside the training pool of data={name} ({pool} rows); "
+                          f"allowed: 1..{pool}")
+
+
+def check_data(cfg: DataConfig, allow_hub: bool, trains: bool = True) -> None:
+    """Pre-model data checks, each a one-line :class:`ConfigError`.
+
+    Local files are read in full (a few MB: well under a second), so a malformed row or a
+    ``data.size`` beyond the pool fails here rather than after a model is loaded. Hub data
+    is only checked for reachability: sizing it needs the download.
+    """
+    _known(cfg)
+    if cfg.name == "synthetic_math":
+        check_size(cfg.size, cfg.pool_size, cfg.name)
+        return
+    dataset = FILE_DATASETS[cfg.name]
+    if dataset.eval_only and trains:
+        others = ", ".join(n for n, d in FILE_DATASETS.items() if not d.eval_only)
+        raise ConfigError(f"data={cfg.name} is an evaluation-only set (no solutions to train on); allowed: "
+                          "trainer.max_steps=0 or adapter=none to evaluate zero-shot, `python -m qtha.eval "
+                          f"<record> data.name={cfg.name} data.path=<folder>` for a trained adapter, or a training "
+                          f"set: {others}, synthetic_math")
+    if not dataset.has_local(cfg):
+        if not cfg.hub_id:
+            raise dataset.missing(cfg, "the dataset has no hub_id")
+        if not allow_hub:
+            raise dataset.missing(cfg, "the hub is off")
+        return
+    pool, _ = dataset.load(cfg)
+    if not dataset.eval_only:
+        check_size(cfg.size, len(pool), cfg.name)

@@ -1,9 +1,16 @@
-"""Chat formatting and response-only labels.
+"""Chat formatting and response-only labels, for single- and multi-turn conversations alike.
 
-The prompt is rendered with the tokenizer's own chat template (with the generation
-prompt), the response is the rest of the fully rendered conversation; the two are
-tokenised separately and concatenated so the label boundary is exact even for BPE
-vocabularies that would merge across it. Prompt and padding labels are -100.
+The conversation is rendered with the tokenizer's own chat template and cut into pieces at
+every assistant turn: the text before turn i is the template's rendering of the history
+with the generation prompt, turn i is what the full rendering adds after it. Each piece is
+tokenised on its own and the ids concatenated, so label boundaries are exact even for BPE
+vocabularies that would merge across them. Every assistant turn is a target (labels =
+ids); system, user and template tokens are -100. A single-turn example is the one-turn case.
+
+Sequences longer than ``max_length`` lose tokens from the left (the oldest turns go first).
+A target cut in two there becomes context (-100): the model never learns a reply from its
+middle without the history that led to it. The exception is the last target, whose tail
+stays labelled when nothing else is left (a single long response keeps its final answer).
 """
 from __future__ import annotations
 
@@ -13,40 +20,58 @@ from typing import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from qtha.data.rows import Message
+
 IGNORE_INDEX = -100
-Message = dict[str, str]
 
 
 @dataclass
 class Encoded:
+    """Token ids and labels; ``turns`` assistant turns in the conversation, ``targets`` still labelled."""
+
     input_ids: list[int]
     labels: list[int]
     truncated: bool
+    turns: int = 1
+    targets: int = 1
 
 
-def split_prompt_response(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> tuple[str, str]:
-    """Render ``messages`` (last one = the assistant target) as (prompt text, response text)."""
+def render_pieces(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> list[tuple[str, bool]]:
+    """The rendered conversation as consecutive (text, is_target) pieces; assistant turns are targets."""
     if not messages or messages[-1]["role"] != "assistant":
         raise ValueError("a training example must end with an assistant message")
-    prompt = tokenizer.apply_chat_template(list(messages[:-1]), tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(list(messages), tokenize=False)
-    if not full.startswith(prompt):
-        raise ValueError("the chat template renders the prompt differently inside the full conversation; "
-                         "response-only labels need a prefix-stable template")
-    return prompt, full[len(prompt):]
+    pieces: list[tuple[str, bool]] = []
+    done = ""
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt = tokenizer.apply_chat_template(list(messages[:i]), tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(list(messages[: i + 1]), tokenize=False)
+        if not (prompt.startswith(done) and full.startswith(prompt)):
+            raise ValueError("the chat template renders a conversation's history differently inside the longer "
+                             "conversation; response-only labels need a prefix-stable template")
+        pieces += [(prompt[len(done):], False), (full[len(prompt):], True)]
+        done = full
+    return [(text, target) for text, target in pieces if text]
 
 
 def encode_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], max_length: int) -> Encoded:
-    """Token ids + labels (loss on response tokens only), left-truncated to ``max_length``."""
-    prompt, response = split_prompt_response(tokenizer, messages)
-    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    r_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-    ids = p_ids + r_ids
-    labels = [IGNORE_INDEX] * len(p_ids) + r_ids
-    truncated = len(ids) > max_length
-    if truncated:
-        ids, labels = ids[-max_length:], labels[-max_length:]
-    return Encoded(ids, labels, truncated)
+    """Token ids + labels (loss on every assistant turn only), left-truncated to ``max_length``."""
+    ids: list[int] = []
+    labels: list[int] = []
+    spans: list[tuple[int, int]] = []  # [start, end) of each target in ``ids``
+    for text, target in render_pieces(tokenizer, messages):
+        piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if target:
+            spans.append((len(ids), len(ids) + len(piece)))
+        labels += piece if target else [IGNORE_INDEX] * len(piece)
+        ids += piece
+    cut = max(0, len(ids) - max_length)
+    for start, end in spans[:-1]:
+        if start < cut < end:
+            labels[cut:end] = [IGNORE_INDEX] * (end - cut)
+    kept = sum(1 for start, end in spans if start >= cut or ((start, end) == spans[-1] and end > cut))
+    return Encoded(ids[cut:], labels[cut:], cut > 0, len(spans), kept)
 
 
 def collate(examples: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:

@@ -11,21 +11,24 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from qtha.config import ConfigError, DataConfig
-from qtha.data import Example, load_splits
-from qtha.data.formatting import Encoded, collate, encode_chat
+from qtha.data import FILE_DATASETS, Example, check_size, load_splits
+from qtha.data.formatting import IGNORE_INDEX, Encoded, collate, encode_chat
 
 
-def subsample(pool: list[Example], size: int, seed: int) -> list[Example]:
+def subsample(pool: list[Example], size: int, seed: int, name: str = "pool") -> list[Example]:
     """The first ``size`` of a seeded permutation: same seed ⇒ 300 ⊂ 3000 (nested sizes)."""
-    if size <= 0 or size > len(pool):
-        raise ConfigError(f"data.size={size} is outside the training pool; allowed: 1..{len(pool)}")
+    check_size(size, len(pool), name)
     order = list(range(len(pool)))
     random.Random(seed).shuffle(order)
     return [pool[i] for i in order[:size]]
 
 
 class ChatDataModule(L.LightningDataModule):
-    """Training rows = ``data.size`` of the pool (by ``seed``), validation = the test split."""
+    """Training rows = ``data.size`` of the pool (by ``seed``), validation = the test split.
+
+    An evaluation-only set (empty pool, e.g. CMATH) sets up with no training rows; asking for
+    them (``trainer.fit``) is a one-line :class:`ConfigError`.
+    """
 
     def __init__(self, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, seed: int,
                  batch_size: int, num_workers: int = 0) -> None:
@@ -38,23 +41,28 @@ class ChatDataModule(L.LightningDataModule):
         self.val_set: list[Encoded] = []
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set:
+        if self.val_set:
             return
         pool, test = load_splits(self.cfg)
-        self.train_rows = subsample(pool, self.cfg.size, self.seed)
+        self.train_rows = subsample(pool, self.cfg.size, self.seed, self.cfg.name) if pool else []
         self.test_rows = test[: self.cfg.test_size]
         encode = lambda row: encode_chat(self.tokenizer, row["messages"], self.cfg.max_length)  # noqa: E731
         self.train_set = [encode(r) for r in self.train_rows]
         self.val_set = [encode(r) for r in self.test_rows]
 
     def summary(self) -> dict[str, Any]:
-        """Rows, tokens and truncation rate: logged once so a reader can judge the data."""
+        """Rows, tokens, truncation rate and assistant turns: logged once so a reader can judge the data.
+
+        ``assistant_turns`` counts the targets in the conversations, ``target_turns`` those still
+        labelled after left truncation (multi-turn dialogues lose their oldest turns first).
+        """
         def stats(rows: list[Encoded]) -> dict[str, Any]:
             n_tok = sum(len(e.input_ids) for e in rows)
-            n_resp = sum(sum(1 for t in e.labels if t != -100) for e in rows)
+            n_resp = sum(sum(1 for t in e.labels if t != IGNORE_INDEX) for e in rows)
             return {"rows": len(rows), "tokens": n_tok, "response_tokens": n_resp,
                     "mean_tokens": round(n_tok / max(len(rows), 1), 1),
-                    "truncation_rate": round(sum(e.truncated for e in rows) / max(len(rows), 1), 4)}
+                    "truncation_rate": round(sum(e.truncated for e in rows) / max(len(rows), 1), 4),
+                    "assistant_turns": sum(e.turns for e in rows), "target_turns": sum(e.targets for e in rows)}
         return {"train": stats(self.train_set), "test": stats(self.val_set)}
 
     def _loader(self, rows: list[Encoded], shuffle: bool) -> DataLoader:

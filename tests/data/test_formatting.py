@@ -1,16 +1,28 @@
-"""Chat formatting: response-only labels, left truncation, padding; the DataModule's subsample."""
+"""Chat formatting: response-only labels on every assistant turn, left truncation, padding."""
 from __future__ import annotations
 
 import pytest
+from transformers import AutoTokenizer
 
-from qtha.backbone import build_tiny_tokenizer
-from qtha.config import ConfigError, DataConfig
-from qtha.data import load_splits
-from qtha.data.formatting import IGNORE_INDEX, collate, encode_chat, split_prompt_response
-from qtha.data.module import ChatDataModule, subsample
+from qtha.backbone import build_tiny_tokenizer, cached_gguf_dir
+from qtha.compose import compose_checked
+from qtha.data.formatting import IGNORE_INDEX, Encoded, collate, encode_chat, render_pieces
 
 MESSAGES = [{"role": "user", "content": "小明有 12 个苹果，吃了 5 个。还剩几个？"},
             {"role": "assistant", "content": "12 - 5 = 7。答案是 \\boxed{7}。"}]
+# A short counselling exchange in the CPsyCounD shape: client = user, counsellor = assistant,
+# including two consecutive counsellor turns around a stage direction (a quirk of the source).
+DIALOGUE = [
+    {"role": "system", "content": "你是一名心理咨询师。"},
+    {"role": "user", "content": "我最近总是睡不好，心里很烦。"},
+    {"role": "assistant", "content": "听起来你最近压力很大。能说说是什么让你烦心吗？"},
+    {"role": "user", "content": "工作上的事情太多了，我怕做不好。"},
+    {"role": "assistant", "content": "我们先试着把担心的事情一件件列出来。\n（列清单过程中）"},
+    {"role": "assistant", "content": "看完清单，你觉得哪件事最让你焦虑？"},
+    {"role": "user", "content": "是下周的汇报。"},
+    {"role": "assistant", "content": "好的，我们就从这次汇报开始准备。"},
+]
+ASSISTANT = [m["content"] for m in DIALOGUE if m["role"] == "assistant"]
 
 
 @pytest.fixture(scope="module")
@@ -18,14 +30,41 @@ def tok():
     return build_tiny_tokenizer()
 
 
+@pytest.fixture(scope="module")
+def smollm2_tok():
+    """The real SmolLM2 chat template (cached from the embedded GGUF; skipped when the package is absent)."""
+    try:
+        return AutoTokenizer.from_pretrained(cached_gguf_dir(compose_checked(["model=smollm2_135m"]).model))
+    except ModuleNotFoundError as exc:
+        pytest.skip(f"SmolLM2 tokenizer unavailable: {exc}")
+
+
+def label_runs(enc: Encoded) -> list[list[int]]:
+    """Maximal runs of labelled positions, as token ids."""
+    runs: list[list[int]] = []
+    for i, label in enumerate(enc.labels):
+        if label == IGNORE_INDEX:
+            continue
+        assert label == enc.input_ids[i], "a label must be the token at its own position"
+        if i == 0 or enc.labels[i - 1] == IGNORE_INDEX:
+            runs.append([])
+        runs[-1].append(label)
+    return runs
+
+
+def context_text(tok, enc: Encoded) -> str:
+    return tok.decode([t for t, label in zip(enc.input_ids, enc.labels) if label == IGNORE_INDEX])
+
+
+# --------------------------------------------------------------------------- single turn
 def test_no_prompt_token_has_a_label_and_response_is_fully_labelled(tok):
     enc = encode_chat(tok, MESSAGES, max_length=512)
-    prompt, response = split_prompt_response(tok, MESSAGES)
+    (prompt, _), (response, target) = render_pieces(tok, MESSAGES)
     n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
-    assert all(label == IGNORE_INDEX for label in enc.labels[:n_prompt])
+    assert target and all(label == IGNORE_INDEX for label in enc.labels[:n_prompt])
     assert enc.labels[n_prompt:] == enc.input_ids[n_prompt:]
-    assert tok.decode(enc.labels[n_prompt:]).startswith(MESSAGES[1]["content"])
-    assert not enc.truncated
+    assert tok.decode(enc.labels[n_prompt:]) == MESSAGES[1]["content"] + "<|im_end|>\n" == response
+    assert not enc.truncated and enc.turns == enc.targets == 1
 
 
 def test_left_truncation_keeps_the_response(tok):
@@ -33,6 +72,7 @@ def test_left_truncation_keeps_the_response(tok):
     short = encode_chat(tok, MESSAGES, max_length=40)
     assert short.truncated and len(short.input_ids) == 40
     assert short.input_ids == full.input_ids[-40:] and short.labels == full.labels[-40:]
+    assert short.targets == 1  # the only target keeps its tail: a long answer still trains its ending
 
 
 def test_example_must_end_with_assistant(tok):
@@ -51,40 +91,90 @@ def test_collate_pads_right_and_masks(tok):
     assert (batch["input_ids"][1, n_b:] == tok.pad_token_id).all()
 
 
-def test_subsample_is_nested_and_seeded():
-    pool = list(range(100))
-    assert subsample(pool, 30, 1) == subsample(pool, 60, 1)[:30]
-    assert subsample(pool, 30, 1) != subsample(pool, 30, 2)
-    with pytest.raises(ConfigError, match=r"data.size=101 is outside the training pool; allowed: 1..100"):
-        subsample(pool, 101, 1)
+# --------------------------------------------------------------------------- multi-turn
+def test_every_assistant_turn_is_labelled_and_nothing_else(tok):
+    enc = encode_chat(tok, DIALOGUE, max_length=4096)
+    assert [tok.decode(run) for run in label_runs(enc)] == [a + "<|im_end|>\n" for a in ASSISTANT]
+    context = context_text(tok, enc)
+    for m in DIALOGUE:
+        assert (m["content"] in context) == (m["role"] != "assistant"), m
+    assert enc.turns == enc.targets == len(ASSISTANT) and not enc.truncated
 
 
-def test_datamodule_rows_disjoint_and_summarised(tok):
-    cfg = DataConfig(name="synthetic_math", size=40, test_size=8, pool_size=120, max_length=96)
-    dm = ChatDataModule(cfg, tok, seed=3, batch_size=4)
-    dm.setup()
-    train_q = {r["messages"][0]["content"] for r in dm.train_rows}
-    test_q = {r["messages"][0]["content"] for r in dm.test_rows}
-    assert len(train_q) == 40 and len(test_q) == 8 and not train_q & test_q
-    s = dm.summary()
-    assert s["train"]["rows"] == 40 and s["test"]["rows"] == 8
-    assert 0 < s["train"]["response_tokens"] < s["train"]["tokens"]
-    assert 0.0 <= s["train"]["truncation_rate"] <= 1.0
-    assert len(list(dm.train_dataloader())) == 10 and len(list(dm.val_dataloader())) == 2
+def test_pieces_tile_the_full_rendering(tok):
+    pieces = render_pieces(tok, DIALOGUE)
+    assert "".join(text for text, _ in pieces) == tok.apply_chat_template(DIALOGUE, tokenize=False)
+    assert [text for text, target in pieces if target] == [a + "<|im_end|>\n" for a in ASSISTANT]
 
 
-def test_data_order_is_deterministic_for_a_seed(tok):
-    cfg = DataConfig(name="synthetic_math", size=24, test_size=4, pool_size=80, max_length=96)
-
-    def order(seed: int) -> list[list[int]]:
-        dm = ChatDataModule(cfg, tok, seed=seed, batch_size=4)
-        dm.setup()
-        return [b["input_ids"][:, :8].tolist() for b in dm.train_dataloader()]
-
-    assert order(5) == order(5)
-    assert order(5) != order(6)
+def test_each_turn_is_labelled_as_it_would_be_alone_with_its_history(tok):
+    """One sequence per dialogue = the per-turn samples (turn + its history), without the repeats."""
+    runs = label_runs(encode_chat(tok, DIALOGUE, max_length=4096))
+    ends = [i for i, m in enumerate(DIALOGUE) if m["role"] == "assistant"]
+    for run, end in zip(runs, ends, strict=True):
+        alone = encode_chat(tok, DIALOGUE[: end + 1], max_length=4096)
+        assert label_runs(alone)[-1] == run
 
 
-def test_unknown_dataset_is_one_line():
-    with pytest.raises(ConfigError, match="data.name='nope' is unknown; allowed: synthetic_math"):
-        load_splits(DataConfig(name="nope"))
+def _cut_inside(tok, turn: int) -> tuple[Encoded, int]:
+    """The full encoding and a max_length whose left cut falls mid-way through assistant turn ``turn``."""
+    full = encode_chat(tok, DIALOGUE, max_length=4096)
+    starts = [i for i in range(len(full.labels))
+              if full.labels[i] != IGNORE_INDEX and (i == 0 or full.labels[i - 1] == IGNORE_INDEX)]
+    run = label_runs(full)[turn]
+    cut = starts[turn] + len(run) // 2
+    return full, len(full.input_ids) - cut
+
+
+def test_left_truncation_drops_oldest_turns_and_masks_a_half_cut_turn(tok):
+    full, max_length = _cut_inside(tok, turn=1)
+    short = encode_chat(tok, DIALOGUE, max_length=max_length)
+    assert short.truncated and short.input_ids == full.input_ids[-max_length:]
+    assert [tok.decode(run) for run in label_runs(short)] == [a + "<|im_end|>\n" for a in ASSISTANT[2:]]
+    assert short.labels[0] == IGNORE_INDEX  # the window opens inside turn 1, which is context now
+    assert short.turns == len(ASSISTANT) and short.targets == len(ASSISTANT) - 2
+    # nothing outside a kept assistant turn is labelled: the labels are the full ones, masked
+    assert all(s in (f, IGNORE_INDEX) for s, f in zip(short.labels, full.labels[-max_length:]))
+
+
+def test_left_truncation_inside_the_last_turn_keeps_its_tail(tok):
+    full, max_length = _cut_inside(tok, turn=len(ASSISTANT) - 1)
+    short = encode_chat(tok, DIALOGUE, max_length=max_length)
+    assert short.labels == full.labels[-max_length:] and short.labels[0] != IGNORE_INDEX
+    assert short.targets == 1
+
+
+@pytest.mark.parametrize("max_length", [16, 64, 128, 200, 333])
+def test_truncation_never_labels_context(tok, max_length):
+    full = encode_chat(tok, DIALOGUE, max_length=4096)
+    short = encode_chat(tok, DIALOGUE, max_length=max_length)
+    assert len(short.input_ids) == len(short.labels) == max_length
+    assert short.input_ids == full.input_ids[-max_length:]
+    assert all(s in (f, IGNORE_INDEX) for s, f in zip(short.labels, full.labels[-max_length:]))
+    assert any(label != IGNORE_INDEX for label in short.labels)
+
+
+def test_template_that_rewrites_history_is_refused():
+    tok = build_tiny_tokenizer()
+    # Like DeepSeek-R1's template: earlier assistant turns lose their reasoning in the history.
+    tok.chat_template = (
+        "{% for m in messages %}{% set c = m['content'] %}"
+        "{% if m['role'] == 'assistant' and not loop.last %}{% set c = c.split('</think>')[-1] %}{% endif %}"
+        "{{ '<|im_start|>' + m['role'] + '\\n' + c + '<|im_end|>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    turns = [MESSAGES[0], {"role": "assistant", "content": "<think>x</think>7"}, *MESSAGES]
+    with pytest.raises(ValueError, match="prefix-stable"):
+        encode_chat(tok, turns, max_length=512)
+
+
+# --------------------------------------------------------------------------- a real chat template
+def test_real_template_labels_every_assistant_turn(smollm2_tok):
+    tok = smollm2_tok
+    enc = encode_chat(tok, DIALOGUE[1:], max_length=4096)  # no system turn: the template adds its own
+    assert [tok.decode(run).strip() for run in label_runs(enc)] == [a + "<|im_end|>" for a in ASSISTANT]
+    context = context_text(tok, enc)
+    assert "<|im_start|>system" in context and "<|im_start|>assistant" in context
+    assert all(m["content"] in context for m in DIALOGUE[1:] if m["role"] == "user")
+    short = encode_chat(tok, DIALOGUE[1:], max_length=48)
+    assert len(short.input_ids) == 48 and short.targets >= 1

@@ -1,0 +1,105 @@
+"""Raw rows that remember where they came from, and the checks every loader applies to them.
+
+A row knows its origin (``file:line``, ``case_12.txt`` or ``hub_id[split]#i``), so a missing
+field or an empty response is reported as a one-line :class:`ConfigError` naming the spot
+and what was expected, before any model is loaded.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from qtha.config import ConfigError
+
+Example = dict[str, Any]
+Message = dict[str, str]
+ROLES = ("system", "user", "assistant")
+LANGS = ("zh", "en")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass(frozen=True)
+class Row:
+    """One source record (a JSON object or a parsed case file) and where it came from."""
+
+    origin: str
+    data: Mapping[str, Any]
+
+    def error(self, what: str) -> ConfigError:
+        return ConfigError(f"{self.origin}: {what}")
+
+    def text(self, key: str) -> str:
+        """A required field holding non-empty text."""
+        value = self.data.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(f"field {key!r} must be non-empty text, got {_show(value)}")
+        return value
+
+    def chat(self, messages: Any) -> list[Message]:
+        """Validated chat turns: known roles, non-empty text, the last one the assistant's (the target)."""
+        if not isinstance(messages, list) or not messages:
+            raise self.error(f"'messages' must be a non-empty list of {{role, content}}, got {_show(messages)}")
+        out = []
+        for k, m in enumerate(messages):
+            ok = isinstance(m, Mapping) and m.get("role") in ROLES and isinstance(m.get("content"), str)
+            if not ok or not m["content"].strip():
+                raise self.error(f"messages[{k}] must be {{'role': system|user|assistant, 'content': non-empty "
+                                 f"text}}, got {_show(m)}")
+            out.append({"role": m["role"], "content": m["content"]})
+        if out[-1]["role"] != "assistant":
+            raise self.error("the last message must be the assistant's (the training target), "
+                             f"got role {out[-1]['role']!r}")
+        return out
+
+    def lang(self, text: str) -> str:
+        """The row's ``lang`` field when it has one, else Chinese when ``text`` holds CJK ideographs."""
+        given = self.data.get("lang")
+        if given is None:
+            from qtha.metrics.lang import is_chinese  # lazy: qtha.metrics pulls in the scorers
+
+            return "zh" if is_chinese(text) else "en"
+        if given not in LANGS:
+            raise self.error(f"field 'lang' must be one of {', '.join(LANGS)}, got {_show(given)}")
+        return given
+
+
+class Rows(Sequence[Row]):
+    """Rows read into memory; ``column`` mirrors the hub's columnar access."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i: int) -> Row:  # type: ignore[override]
+        return self._rows[i]
+
+    def column(self, name: str) -> list[Any]:
+        return [r.data.get(name) for r in self._rows]
+
+
+def read_jsonl(path: Path) -> Rows:
+    """One JSON object per line (blank lines skipped); a bad line is a one-line error naming it."""
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}); "
+                                  "expected one JSON object per line") from exc
+            if not isinstance(data, dict):
+                raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
+            rows.append(Row(where, data))
+    return Rows(rows)
+

@@ -1,0 +1,182 @@
+"""Datasets read from local files or the hub: where the rows are, and how they split.
+
+Every file-backed dataset follows one recipe, so the guarantees hold for all of them:
+
+* ``data.path`` wins when it holds data: a folder with ``train.jsonl`` and/or ``test.jsonl``,
+  one ``.jsonl`` file, or (CPsyCounD) a folder of ``case_*.txt`` dialogues; otherwise the
+  dataset's ``hub_id`` is loaded with ``datasets.load_dataset``;
+* the test split is the source's own when it has one, else a fixed hold-out of
+  ``data.holdout_size`` rows drawn with ``data.data_seed`` (disjoint from the pool);
+* the training pool is the rest, capped at ``data.pool_size`` rows drawn with the same
+  permutation, in source order, less any row whose conversation repeats a test row verbatim
+  (the CPsyCounD sources hold two copies of a test dialogue); ``data.size`` later takes a
+  seeded prefix of it (nested);
+* an evaluation-only set (no solutions to train on) has an empty pool.
+
+The hold-out recipe is the one the shared CPsyCounD slice was cut with (``random.Random(seed)
+.shuffle`` of the row indices, the first ``holdout`` rows are the test split), so the GitHub
+case files with ``data_seed=42, holdout_size=300`` give back exactly its 2,784 / 300 split.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol
+
+from qtha.config import ConfigError, DataConfig
+from qtha.data import hub
+from qtha.data.rows import Example, Row, Rows, read_jsonl
+
+log = logging.getLogger("qtha")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Table(Protocol):
+    """Rows with columnar access: :class:`~qtha.data.rows.Rows` or :class:`~qtha.data.hub.HubRows`."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, i: int) -> Row: ...
+    def column(self, name: str) -> list[Any]: ...
+
+
+Splits = tuple[Optional[Table], Optional[Table]]
+
+
+def resolve(path: Optional[str]) -> Optional[Path]:
+    """``data.path`` made absolute: as given when it exists, else relative to the repository root.
+
+    So the default ``../shared/data/<set>`` works from the repository root and from anywhere else.
+    """
+    if not path:
+        return None
+    given = Path(path).expanduser()
+    return (given if given.is_absolute() or given.exists() else REPO_ROOT / given).resolve()
+
+
+def _conversation(example: Example) -> tuple[tuple[str, str], ...]:
+    return tuple((m["role"], m["content"]) for m in example["messages"])
+
+
+def _case_number(path: Path) -> tuple[int, str]:
+    digits = re.findall(r"\d+", path.stem)
+    return (int(digits[-1]) if digits else -1, path.name)
+
+
+@dataclass(frozen=True)
+class FileDataset:
+    """One dataset: how a row becomes a chat example, and where its splits live on the hub.
+
+    ``fields`` says what a row must hold (for error messages); ``keep`` = (column, predicate)
+    selects rows before splitting (CH-R1-Math: maths prompts only); ``text_files`` = (glob,
+    parser) reads a folder of one-dialogue text files; ``hub_test=None`` means "no test split:
+    hold one out".
+    """
+
+    name: str
+    to_example: Callable[[Row], Example]
+    fields: str
+    hub_train: Optional[str] = "train"
+    hub_test: Optional[str] = None
+    hub_files: Optional[str] = None
+    keep: Optional[tuple[str, Callable[[Any], bool]]] = None
+    text_files: Optional[tuple[str, Callable[[Path], Row]]] = None
+    eval_only: bool = False
+
+    # ------------------------------------------------------------------ reading
+    def _local_reader(self, path: Optional[Path]) -> Optional[Callable[[], Splits]]:
+        """How to read the local data at ``path``, or None when there is none (nothing is read yet)."""
+        if path is None or not path.exists():
+            return None
+        if path.is_file():
+            return lambda: (read_jsonl(path), None)
+        train, test = path / "train.jsonl", path / "test.jsonl"
+        if train.is_file() or test.is_file():
+            return lambda: (read_jsonl(train) if train.is_file() else None,
+                            read_jsonl(test) if test.is_file() else None)
+        if self.text_files and any(path.glob(self.text_files[0])):
+            pattern, parse = self.text_files
+            return lambda: (Rows([parse(p) for p in sorted(path.glob(pattern), key=_case_number)]), None)
+        return None
+
+    def has_local(self, cfg: DataConfig) -> bool:
+        return self._local_reader(resolve(cfg.path)) is not None
+
+    def _layout(self) -> str:
+        files = "train.jsonl/test.jsonl or one .jsonl file"
+        if self.text_files:
+            files += f" or {self.text_files[0]} files"
+        return f"{files}; rows with {self.fields}"
+
+    def missing(self, cfg: DataConfig, why: str) -> ConfigError:
+        """No usable data: name the path, the expected layout and both ways to get the data."""
+        path = resolve(cfg.path)
+        where = f"at {str(path)!r}" if path else "because data.path is unset"
+        fix = "data.path=<folder or .jsonl file>"
+        if cfg.hub_id:
+            fix = f"allow_hub=true (with internet) to download {hub.describe(cfg.hub_id, cfg.hub_config)}, or {fix}"
+        return ConfigError(f"data={self.name} has no local data {where} (expected {self._layout()}) and {why}; "
+                           f"allowed: {fix}")
+
+    def read(self, cfg: DataConfig) -> Splits:
+        """The (train, test) tables: local files when present, else the hub."""
+        path = resolve(cfg.path)
+        reader = self._local_reader(path)
+        if reader is not None:
+            return reader()
+        if not cfg.hub_id:
+            raise self.missing(cfg, "the dataset has no hub_id")
+        if cfg.path:
+            log.warning("qtha: data.path %s holds no data; loading %s from the hub", path, cfg.hub_id)
+        hub_id, config, files = cfg.hub_id, cfg.hub_config, self.hub_files
+
+        def split(name: Optional[str]) -> Optional[Table]:
+            return hub.load_split(hub_id, config, name, files) if name else None
+
+        try:
+            return split(self.hub_train), split(self.hub_test)
+        except hub.HubUnavailable as exc:
+            raise self.missing(cfg, f"{exc}; a gated set also needs `huggingface-cli login`") from exc
+
+    # ------------------------------------------------------------------ splitting
+    def _kept(self, table: Optional[Table]) -> list[int]:
+        if table is None:
+            return []
+        if self.keep is None:
+            return list(range(len(table)))
+        column, wanted = self.keep
+        return [i for i, value in enumerate(table.column(column)) if wanted(value)]
+
+    def load(self, cfg: DataConfig) -> tuple[list[Example], list[Example]]:
+        """The training pool and the fixed test split (see the module docstring for the recipe)."""
+        train, test = self.read(cfg)
+        if self.eval_only:
+            train, test = None, test if test is not None else train
+        order = self._kept(train)
+        random.Random(cfg.data_seed).shuffle(order)
+        test_idx = self._kept(test)
+        if test is None:
+            if len(order) <= cfg.holdout_size:
+                raise ConfigError(f"data={self.name} has {len(order)} rows, too few to hold out "
+                                  f"data.holdout_size={cfg.holdout_size} for testing; allowed: a smaller "
+                                  "data.holdout_size, or a folder with its own test.jsonl")
+            test, test_idx, order = train, sorted(order[:cfg.holdout_size]), order[cfg.holdout_size:]
+        if not test_idx:
+            raise ConfigError(f"data={self.name} has an empty test split (data.path={cfg.path!r}); "
+                              "allowed: a test.jsonl with at least one row")
+        tests = [self._example(test[i]) for i in test_idx]
+        seen = {_conversation(e) for e in tests}
+        pool = [self._example(train[i]) for i in sorted(order[:cfg.pool_size])]
+        fresh = [e for e in pool if _conversation(e) not in seen]
+        if len(fresh) < len(pool):
+            log.info("qtha: data=%s: %d training rows repeat a test conversation verbatim and are left out",
+                     self.name, len(pool) - len(fresh))
+        return fresh, tests
+
+    def _example(self, row: Row) -> Example:
+        example = self.to_example(row)
+        example.setdefault("id", str(row.data.get("id") or row.origin))
+        return example
+

@@ -1,0 +1,52 @@
+"""``python -m qtha.report [experiment …] [--results results] [--out results]``.
+
+Reads the run records (all experiments, or the named ones) and writes ``tables/``,
+``figures/``, ``tables/params_7b.*`` and ``REPRODUCTION.md`` under ``--out``. Exit status 0
+when everything was written; 2, with one line on stderr, when the records cannot be read
+(none found, an unknown experiment, an unknown record schema).
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+from qtha.report import claims, counts, figures, records, tables
+from qtha.results import atomic_write_text, git_sha
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m qtha.report", description=__doc__.split("\n\n")[1])
+    parser.add_argument("experiments", nargs="*", help="experiment names (folders of results/runs); default: all")
+    parser.add_argument("--results", type=Path, default=Path("results"), help="folder holding runs/ (default: results)")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="where tables/, figures/ and "
+                        "REPRODUCTION.md go (default: results)")
+    args = parser.parse_args(argv)
+    try:
+        loaded = records.load(args.results, args.experiments)
+    except records.RecordError as exc:
+        print(f"qtha: error: {exc}", file=sys.stderr)
+        return 2
+    df, history = records.frame(loaded), records.history(loaded)
+    summary = tables.summarise(df)
+    written: list[Path] = []
+    for experiment in sorted(df.experiment.unique()):
+        rows = summary[summary.experiment == experiment]
+        written += tables.write_experiment(rows, experiment, args.out)
+        written += figures.write_figures(rows, history[history.experiment == experiment], experiment, args.out)
+    counted = counts.count_rows()
+    written += counts.write_counts(counted, args.out)
+    command = shlex.join(["python", "-m", "qtha.report", *argv])
+    report = args.out / "REPRODUCTION.md"
+    atomic_write_text(report, claims.render(df, summary, counted, command, git_sha()))
+    written.append(report)
+    print(f"qtha: report from {len(loaded)} records: {len(written)} files under {args.out}")
+    print("\n".join(f"  {p}" for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

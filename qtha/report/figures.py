@@ -1,0 +1,151 @@
+"""Paper-style figures from the summary and history frames: curves, sweeps, params vs metric.
+
+Built on ``matplotlib.figure.Figure`` directly (Agg canvas, no pyplot state), so the report
+runs headless and a notebook can display the very objects the report saves. Only finished
+runs of the adapters themselves are plotted (re-evaluations and failures live in the tables).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from qtha.report.columns import ADAPTER_ORDER, GENERATION, KNOBS, PARAMS, Column, column
+
+EVAL_LOSS = column("loss")
+FORMATS = ("png", "pdf")
+_METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None, "CreationDate": None}}
+
+
+def _finished(summary: pd.DataFrame) -> pd.DataFrame:
+    return summary[(summary.status == "ok") & (summary.eval_tag == "")]
+
+
+def _metrics(rows: pd.DataFrame) -> list[Column]:
+    """Eval loss, plus every generation metric the runs have."""
+    return [EVAL_LOSS, *(c for c in GENERATION if rows[f"{c.key}_mean"].notna().any())]
+
+
+def _color(adapter: str) -> str:
+    index = ADAPTER_ORDER.index(adapter) if adapter in ADAPTER_ORDER else len(ADAPTER_ORDER)
+    return f"C{index % 10}"
+
+
+def _panels(n: int, title: str) -> tuple[Figure, list[Any]]:
+    fig = Figure(figsize=(4.2 * n, 3.4), layout="constrained")
+    fig.suptitle(title, fontsize=10)
+    return fig, list(fig.subplots(1, n, squeeze=False)[0])
+
+
+def _without(setting: str, override: str) -> str:
+    return " ".join(p for p in setting.split() if not p.startswith(f"{override}="))
+
+
+def _lines(rows: pd.DataFrame, override: str) -> Iterator[tuple[str, str, pd.DataFrame]]:
+    """(adapter, legend label, rows) per adapter × the rest of the setting (what is held fixed)."""
+    rest = rows.setting.map(lambda s: _without(s, override))
+    for (label, fixed), group in rows.groupby([rows.label, rest], sort=True):
+        yield group.adapter.iloc[0], f"{label} [{fixed}]" if fixed else label, group
+
+
+def loss_curves(history: pd.DataFrame, experiment: str) -> Figure | None:
+    """Training loss vs step, one line per adapter × setting, mean over seeds."""
+    steps = history.dropna(subset=["train_loss"])
+    if steps.empty:
+        return None
+    fig, (ax,) = _panels(1, f"{experiment}: training loss (mean over seeds)")
+    for (label, setting), group in steps.groupby(["label", "setting"], sort=True):
+        mean = group.groupby("step").train_loss.mean()
+        ax.plot(mean.index, mean.to_numpy(), label=f"{label} [{setting}]" if setting else label, linewidth=1.2)
+    ax.set(xlabel="step", ylabel="train loss")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def is_swept(rows: pd.DataFrame, x: str) -> bool:
+    """Some adapter's finished runs take more than one value of column ``x``."""
+    return bool(rows.dropna(subset=[x]).groupby("label")[x].nunique().gt(1).any())
+
+
+def metric_vs(summary: pd.DataFrame, x: str, override: str, experiment: str, log_x: bool = False) -> Figure | None:
+    """Each metric vs a swept setting (``data_size`` or an adapter knob), mean ± std over seeds."""
+    rows = _finished(summary).dropna(subset=[x])
+    if not is_swept(rows, x):
+        return None
+    categorical = not all(pd.api.types.is_number(v) for v in rows[x])
+    categories = sorted({str(v) for v in rows[x]})
+    metrics = _metrics(rows)
+    fig, axes = _panels(len(metrics), f"{experiment}: metrics vs {override}")
+    for ax, metric in zip(axes, metrics):
+        for adapter, label, group in _lines(rows, override):
+            group = group.sort_values(x, key=lambda s: s.map(str) if categorical else s)
+            xs = [categories.index(str(v)) for v in group[x]] if categorical else group[x]
+            ax.errorbar(xs, group[f"{metric.key}_mean"], yerr=group[f"{metric.key}_std"].fillna(0), marker="o",
+                        capsize=3, label=label, color=_color(adapter))
+        if log_x:
+            ax.set_xscale("log")
+            ax.minorticks_off()
+        ticks = range(len(categories)) if categorical else sorted(set(rows[x]))
+        ax.set_xticks(list(ticks), categories if categorical else [f"{v:g}" for v in ticks])
+        ax.set(xlabel=override, ylabel=metric.label)
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def params_vs_metric(summary: pd.DataFrame, experiment: str) -> Figure | None:
+    """Trainable parameters (log x) vs each metric: the efficiency frontier of the adapters."""
+    rows = _finished(summary)
+    rows = rows[rows[f"{PARAMS.key}_mean"] > 0]
+    if rows.empty:
+        return None
+    metrics = _metrics(rows)
+    fig, axes = _panels(len(metrics), f"{experiment}: trainable parameters vs metric")
+    for ax, metric in zip(axes, metrics):
+        for _, row in rows.iterrows():
+            x, y, std = row[f"{PARAMS.key}_mean"], row[f"{metric.key}_mean"], row[f"{metric.key}_std"]
+            ax.errorbar([x], [y], yerr=[0.0 if pd.isna(std) else std], marker="o", capsize=3,
+                        color=_color(row["adapter"]))
+            ax.annotate(f"{row['label']} {row['setting']}".strip(), (x, y), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set(xlabel=PARAMS.label, ylabel=metric.label)
+    return fig
+
+
+def build(summary: pd.DataFrame, history: pd.DataFrame, experiment: str) -> dict[str, Figure]:
+    """Every figure this experiment's records support, by file-name suffix."""
+    candidates = {
+        "loss_curves": loss_curves(history, experiment),
+        "vs_data_size": metric_vs(summary, "data_size", "data.size", experiment, log_x=True),
+        "params_vs_metric": params_vs_metric(summary, experiment),
+        **{f"vs_{knob}": metric_vs(summary, knob, override, experiment) for knob, override in KNOBS.items()},
+    }
+    return {name: fig for name, fig in candidates.items() if fig is not None}
+
+
+def save(fig: Figure, stem: Path) -> list[Path]:
+    """``<stem>.png`` and ``<stem>.pdf``, each written to a temp file then renamed (never half-written)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in FORMATS:
+        path = stem.with_name(f"{stem.name}.{fmt}")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fig.savefig(fh, format=fmt, dpi=150, metadata=_METADATA[fmt])
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        paths.append(path)
+    return paths
+
+
+def write_figures(summary: pd.DataFrame, history: pd.DataFrame, experiment: str, out: Path) -> list[Path]:
+    """``<out>/figures/<experiment>_<name>.{png,pdf}`` for every figure ``build`` returns."""
+    return [p for name, fig in build(summary, history, experiment).items()
+            for p in save(fig, out / "figures" / f"{experiment}_{name}")]

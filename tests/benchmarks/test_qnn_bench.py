@@ -1,0 +1,61 @@
+"""``benchmarks/qnn.py --quick`` end to end: the result files, their schema, and the agreement check.
+
+No wall-clock assertion: timings depend on the machine and its load; only their presence and shape are checked.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTENDERS = {"torch32", "torch64", "default.qubit", "lightning.qubit"}
+RATIOS = {f"{a}/{b}" for a in ("default.qubit", "lightning.qubit") for b in ("torch32", "torch64")}
+AGREEMENTS = {"torch64_vs_default.qubit", "torch64_vs_lightning.qubit", "torch32_vs_default.qubit"}
+
+
+def test_quick_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "benchmarks/qnn.py", "--quick", "--threads", "1", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["qnn.json", "qnn.md"]  # no temp files left behind
+
+    report = json.loads((tmp_path / "qnn.json").read_text(encoding="utf-8"))
+    assert report["benchmark"] == "qnn" and report["schema_version"] == 1
+    for dist in ("torch", "pennylane", "pennylane-lightning"):
+        assert report["versions"][dist]
+    env = report["environment"]
+    assert env["cpu_count"] >= 1 and env["cpus_available"] >= 1 and env["omp_num_threads"] == "1"
+    assert "git_sha" in report and report["wall_time_s"] > 0 and report["peak_rss_mb"] > 0
+    assert len(report["load_average"]["start"]) == 3 and isinstance(report["contended"], bool)
+
+    cfg = report["config"]
+    assert cfg["quick"] and cfg["threads"] == 1
+    sizes = {(n, L, N) for n in cfg["qubits"] for L in cfg["layers"] for N in cfg["tokens"]}
+    assert {(r["n_qubits"], r["n_layers"], r["n_tokens"]) for r in report["results"]} == sizes
+    for m in report["measurements"]:
+        assert m["backend"] in CONTENDERS and len(m["times_s"]) == cfg["repeats"]
+        assert all(t > 0 for t in m["times_s"]) and m["median_s"] > 0 and m["iqr_s"] >= 0
+    n_cells = len(cfg["qubits"]) * len(cfg["layers"])
+    assert len(report["measurements"]) == n_cells * (3 * len(cfg["tokens"]) + 1)  # lightning: once per cell
+
+    for r in report["results"]:
+        assert set(r["median_s"]) == CONTENDERS == set(r["iqr_s"]) and set(r["ratio"]) == RATIOS
+        assert all(v > 0 for v in r["ratio"].values())
+        assert r["lightning_measured_tokens"] == cfg["lightning_tokens"]
+        assert r["lightning_extrapolated"] == (r["n_tokens"] > cfg["lightning_tokens"])
+        assert set(r["agreement"]) == AGREEMENTS
+        for key in ("torch64_vs_default.qubit", "torch64_vs_lightning.qubit"):
+            assert set(r["agreement"][key]) == {"outputs", "d_inputs", "d_weights"}
+            assert max(r["agreement"][key].values()) <= 1e-6, (r["n_qubits"], r["n_layers"], key, r["agreement"][key])
+
+    s = report["summary"]
+    assert s["agreement_ok"] and s["tolerance"] == 1e-6 and s["target_ratio"] == 20
+    assert s["target_met"] == (s["min_ratio"] >= 20)
+
+    md = (tmp_path / "qnn.md").read_text(encoding="utf-8")
+    assert re.search(r"torch kernel ≥ 20× faster than default\.qubit at every measured size: \*\*(met|missed)\*\* "
+                     r"\(min ratio [0-9.]+", md)
+    assert md.count("\n| ") == len(report["results"]) + 1  # header + one row per size

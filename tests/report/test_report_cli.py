@@ -1,0 +1,59 @@
+"""``python -m qtha.report``: outputs, exit codes, one-line errors; the 7B counts through qtha.params."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from synthetic_records import COUNTS, results_dir_fixture  # noqa: F401 (the results_dir fixture)
+
+from qtha.report import __main__ as cli
+from qtha.report import counts
+
+
+@pytest.fixture
+def fake_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(counts, "count_rows", lambda: COUNTS)
+
+
+def test_report_writes_every_output(results_dir: Path, tmp_path: Path, fake_counts, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["--results", str(results_dir), "--out", str(out)]) == 0
+    expected = [f"tables/{e}.{x}" for e in ("design_card", "qubits_sweep") for x in ("md", "tex", "csv")]
+    expected += ["tables/params_7b.md", "tables/params_7b.csv", "REPRODUCTION.md",
+                 "figures/design_card_loss_curves.png", "figures/qubits_sweep_vs_n_qubits.pdf"]
+    for name in expected:
+        assert (out / name).stat().st_size > 0, name
+    assert "569,856" in (out / "tables/params_7b.md").read_text()
+    assert "from 14 records" in capsys.readouterr().out
+    assert "`python -m qtha.report --results" in (out / "REPRODUCTION.md").read_text()
+
+
+def test_named_experiment_only(results_dir: Path, tmp_path: Path, fake_counts):
+    assert cli.main(["qubits_sweep", "--results", str(results_dir), "--out", str(tmp_path)]) == 0
+    assert not (tmp_path / "tables/design_card.md").exists() and (tmp_path / "tables/qubits_sweep.md").exists()
+
+
+def test_unknown_experiment_exits_2(results_dir: Path, tmp_path: Path, capsys):
+    assert cli.main(["nope", "--results", str(results_dir), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("qtha: error: ")
+
+
+def test_schema_change_exits_2_with_one_line(results_dir: Path, tmp_path: Path):
+    path = next((results_dir / "runs" / "qubits_sweep").glob("*.json"))
+    path.write_text(json.dumps({**json.loads(path.read_text()), "schema_version": 99}))
+    done = subprocess.run([sys.executable, "-m", "qtha.report", "--results", str(results_dir), "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    expected = f"qtha: error: {path}: schema_version 99 is unknown; this report reads 1"
+    assert done.stderr.strip().splitlines() == [expected]
+    assert not (tmp_path / "REPRODUCTION.md").exists()
+
+
+def test_count_rows_calls_qtha_params():
+    rows = counts.count_rows(models=("qwen2_7b",), adapters=("lora", "qtha"))
+    assert isinstance(rows, pd.DataFrame)
+    assert rows.set_index("adapter").total_trainable.to_dict() == {"lora": 1_261_568, "qtha": 569_856}
