@@ -127,3 +127,19 @@ def test_unknown_targets_are_one_line_errors(tmp_path, capsys):
 def test_eval_config_is_validated_before_any_model_loads(tmp_path):
     with pytest.raises(ConfigError, match="eval.max_new_tokens=0 must be > 0"):
         compose_checked(tiny_overrides(tmp_path, "eval.max_new_tokens=0"))
+
+
+@pytest.mark.parametrize("experiment,metrics", [
+    ("cpsycound", ("bleu4", "rouge1", "rouge2", "rougeL")),
+    ("math", ("accuracy", "strict_accuracy", "ctc", "ac")),
+])
+def test_paper_experiments_train_and_score_on_the_shared_slices(shared_data, tmp_path, experiment, metrics):
+    overrides = tiny_overrides(tmp_path, f"experiment={experiment}", "model=tiny_llama", "data.size=4",
+                               "data.test_size=3", "data.max_length=128", "trainer.max_steps=2")
+    record = train(compose_checked(overrides), [f"experiment={experiment}"])
+    assert record.status == "ok", record.error
+    assert record.experiment == experiment
+    for name in metrics:
+        assert 0.0 <= record.metrics[name] <= 100.0
+    assert record.metrics["generation"]["rows"] == 3
+    assert record.metrics["data"]["train"]["rows"] == 4
