@@ -183,7 +183,9 @@ class TrainerConfig:
     deterministic: bool = True
     enable_progress_bar: bool = True
     save_adapter: bool = True
+    checkpoint_every: int = 20  # optimiser steps between resumable checkpoints (adapter + optimiser + data position)
     fault_at_step: Optional[int] = None  # testing aid: raise at this step (sweep isolation tests)
+    kill_at_step: Optional[int] = None  # testing aid: SIGKILL the process at this step (resume tests); not in run key
 
 
 PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
@@ -192,12 +194,17 @@ PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
 # --------------------------------------------------------------------------- logger
 @dataclass
 class LoggerConfig:
-    """Experiment tracker. ``wandb`` runs offline unless ``mode=online`` is asked for."""
+    """Experiment tracker. ``wandb`` runs offline unless ``mode=online`` is asked for.
+
+    ``timeout_s`` bounds W&B's start-up and login (its default waits 90 s), so an unreachable
+    server fails the run quickly instead of stalling a sweep.
+    """
 
     kind: str = "wandb"
     project: str = "qtha"
     entity: Optional[str] = None
     mode: str = "offline"
+    timeout_s: float = 30.0
 
 
 LOGGER_KINDS = ("wandb", "csv", "none")
@@ -230,6 +237,14 @@ class QuantumConfig:
     (exact, the training default). ``backend=pennylane``: a PennyLane device by name
     (``default.qubit`` backprop with broadcasting, ``lightning.qubit`` adjoint,
     ``default.mixed``, hardware plugins) with ``shots`` (null = exact) and ``diff_method``.
+
+    Realism (``qtha.quantum.noise``): ``noise=depolarizing`` inserts a depolarizing channel
+    with rate ``p1`` after every 1-qubit gate and a two-qubit depolarizing channel with rate
+    ``p2`` after every 2-qubit gate (needs ``device=default.mixed``); ``readout`` is the
+    confusion matrix [[P(0|0), P(1|0)], [P(0|1), P(1|1)]] applied to ⟨Z⟩ analytically (null:
+    none). Remote devices: ``retries`` extra attempts per failed execution after ``backoff_s ·
+    2^k`` s, and ``cache_size`` per-token results reused when no gradient is needed (0: off).
+    Every field has a default, so records written before a field existed still load.
     """
 
     backend: str = "torch"
@@ -237,17 +252,33 @@ class QuantumConfig:
     shots: Optional[int] = None
     diff_method: str = "best"
     dtype: str = "float32"
+    noise: str = "none"
+    p1: float = 0.0
+    p2: float = 0.0
+    readout: Optional[list[list[float]]] = None
+    retries: int = 0
+    backoff_s: float = 1.0
+    cache_size: int = 4096
 
 
 QUANTUM_BACKENDS = ("torch", "pennylane")
 DIFF_METHODS = ("best", "backprop", "adjoint", "parameter-shift", "finite-diff")
 MAX_STATEVECTOR_QUBITS = 20
+# PennyLane plugin devices that do not run qubit circuits, and the simulators that implement the two
+# non-transform gradient methods (PennyLane 0.4x; both need exact expectation values, i.e. shots=null).
+NON_QUBIT_DEVICES = ("default.gaussian", "default.qutrit", "default.qutrit.mixed")
+GRADIENT_DEVICES = {"backprop": ("default.mixed", "default.qubit"),
+                    "adjoint": ("default.qubit", "lightning.gpu", "lightning.kokkos", "lightning.qubit")}
 
 
 # --------------------------------------------------------------------------- top level
 @dataclass
 class RunConfig:
-    """The whole run. ``name`` is the experiment folder under ``results/runs/``."""
+    """The whole run. ``name`` is the experiment folder under ``results/runs/``.
+
+    ``resume=true`` continues an unfinished (``running``/``failed``) run from its last checkpoint
+    (``work_dir/checkpoints/<name>/<run-key>/last.ckpt``); without one it starts from scratch.
+    """
 
     model: ModelConfig = MISSING
     adapter: Any = MISSING
@@ -259,6 +290,7 @@ class RunConfig:
     name: str = "default"
     seed: int = 42
     force: bool = False
+    resume: bool = False
     allow_hub: bool = False
     results_dir: str = "results"
     work_dir: str = "outputs"
@@ -326,11 +358,64 @@ def _validate_quantum(q: Any) -> None:
     _one_of("quantum.backend", q.backend, QUANTUM_BACKENDS)
     _one_of("quantum.diff_method", q.diff_method, DIFF_METHODS)
     _one_of("quantum.dtype", q.dtype, ("float32", "float64"))
-    if q.shots is not None and q.shots <= 0:
-        raise ConfigError(f"quantum.shots={q.shots} must be a positive int, or null for exact expectation values")
-    if q.backend == "torch" and q.shots is not None:
-        raise ConfigError(f"quantum.shots={q.shots} needs a sampling device; allowed: quantum.backend=pennylane "
-                          "(the torch kernel is exact)")
+    from qtha.quantum.noise import NoiseSpec
+    from qtha.quantum.settings import check_settings
+
+    try:  # the QNN's own checks (shots, noise, readout, retries, cache), with the noise device probed now
+        check_settings(q.backend, q.device, q.shots, q.diff_method, NoiseSpec.of(q.noise, q.p1, q.p2, q.readout),
+                       q.retries, q.backoff_s, q.cache_size, prefix="quantum.", probe=True)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _pennylane_devices() -> list[str]:
+    """Installed PennyLane devices, read from plugin entry points (what ``qml.plugin_devices`` lists) without
+    importing PennyLane."""
+    from importlib.metadata import entry_points
+
+    return sorted(ep.name for ep in entry_points(group="pennylane.plugins"))
+
+
+def _validate_quantum_device(q: Any) -> None:
+    """The device exists and runs qubits; with ``backend=pennylane`` it can also take ``diff_method`` and ``shots``."""
+    _one_of("quantum.device", q.device, [d for d in _pennylane_devices() if d not in NON_QUBIT_DEVICES])
+    able = GRADIENT_DEVICES.get(q.diff_method)
+    if q.backend != "pennylane" or able is None:
+        return
+    if q.device not in able:
+        raise ConfigError(f"quantum.diff_method={q.diff_method} is not supported by quantum.device={q.device}; "
+                          f"allowed: a device in {', '.join(able)}, or diff_method=best|parameter-shift|finite-diff")
+    if q.shots is not None:
+        raise ConfigError(f"quantum.diff_method={q.diff_method} needs exact expectation values but quantum.shots="
+                          f"{q.shots}; allowed: quantum.shots=null, or diff_method=best|parameter-shift|finite-diff")
+
+
+def _validate_arch(a: Any) -> None:
+    """Shapes the meta model is built from: a zero or a head count that does not divide crashes transformers."""
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "max_position_embeddings"):
+        _positive(f"model.arch.{key}", a[key])
+    if a.vocab_size is not None:
+        _positive("model.arch.vocab_size", a.vocab_size)
+    if a.hidden_size % a.num_attention_heads or a.num_attention_heads % a.num_key_value_heads:
+        raise ConfigError(f"model.arch: hidden_size={a.hidden_size}, num_attention_heads={a.num_attention_heads}, "
+                          f"num_key_value_heads={a.num_key_value_heads}; allowed: each divisible by the next")
+
+
+def _validate_trainer_runtime(t: Any) -> None:
+    """Lightning settings that would otherwise fail after the model is loaded."""
+    for key in ("num_workers", "fault_at_step", "kill_at_step"):
+        if t[key] is not None and t[key] < 0:
+            raise ConfigError(f"trainer.{key}={t[key]} must be >= 0")
+    devices = t.devices
+    bad_count = isinstance(devices, int) and devices < 1 and devices != -1
+    if bad_count or (isinstance(devices, ListConfig) and not devices):
+        raise ConfigError(f"trainer.devices={devices} is not allowed; allowed: a count >= 1, -1 (all), auto, "
+                          "or a non-empty list of device indices")
+    if t.strategy != "auto":
+        from lightning.pytorch.strategies import StrategyRegistry
+
+        _one_of("trainer.strategy", t.strategy, ["auto", *StrategyRegistry.available_strategies()])
 
 
 def _validate_eval(e: Any) -> None:
@@ -367,6 +452,7 @@ def validate(cfg: Any, needs_weights: bool = True, trains: bool = True) -> None:
         raise ConfigError(f"model={cfg.model.name!r} has source=local but no model.path")
     if cfg.model.source == "gguf" and not (cfg.model.gguf_package or cfg.model.path):
         raise ConfigError(f"model={cfg.model.name!r} has source=gguf but neither model.gguf_package nor model.path")
+    _validate_arch(cfg.model.arch)
 
     ad = cfg.adapter
     _one_of("adapter.name", ad.name, sorted(ADAPTERS))
@@ -387,7 +473,8 @@ def validate(cfg: Any, needs_weights: bool = True, trains: bool = True) -> None:
     t = cfg.trainer
     if t.max_steps < 0:
         raise ConfigError(f"trainer.max_steps={t.max_steps} must be >= 0")
-    for key in ("batch_size", "accumulate_grad_batches", "lr", "val_check_interval", "log_every_n_steps"):
+    for key in ("batch_size", "accumulate_grad_batches", "lr", "val_check_interval", "log_every_n_steps",
+                "checkpoint_every"):
         _positive(f"trainer.{key}", t[key])
     if t.warmup_steps < 0 or t.gradient_clip_val < 0 or not 0.0 <= t.min_lr_ratio <= 1.0:
         raise ConfigError("trainer.warmup_steps and trainer.gradient_clip_val must be >= 0, "
@@ -395,16 +482,21 @@ def validate(cfg: Any, needs_weights: bool = True, trains: bool = True) -> None:
                           f"{t.min_lr_ratio})")
     _one_of("trainer.precision", str(t.precision), PRECISIONS)
     _one_of("trainer.accelerator", t.accelerator, ("cpu", "gpu", "cuda", "mps", "auto"))
+    _validate_trainer_runtime(t)
+    if not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"seed={cfg.seed} is out of range; allowed: 0..{2**32 - 1}")
 
     if ad.name == "qtha":
         _validate_qtha(ad)
     if ad.name == "quanta" and ad.n_axes < 1:
         raise ConfigError(f"adapter.n_axes={ad.n_axes} must be >= 1")
     _validate_quantum(cfg.quantum)
+    _validate_quantum_device(cfg.quantum)
     _validate_eval(cfg.eval)
 
     _one_of("logger.kind", cfg.logger.kind, LOGGER_KINDS)
     _one_of("logger.mode", cfg.logger.mode, WANDB_MODES)
+    _positive("logger.timeout_s", cfg.logger.timeout_s)
     if cfg.logger.kind == "wandb" and cfg.logger.mode == "online":
         from qtha.loggers import has_wandb_credentials
 

@@ -57,9 +57,7 @@ class QTHALayer(AdapterLayer):
         a_in, width_c, b_out = _widths(cfg, d_in, d_out)
         self.A_lin = nn.Linear(a_in, width_c, bias=False, **kw)
         if cfg.variant in _USES_QNN:
-            q = quantum or QuantumConfig()
-            self.qnn = QNN(width_c, cfg.qnn_layers, ansatz=cfg.ansatz, backend=q.backend, device=q.device,
-                           shots=q.shots, diff_method=q.diff_method, dtype=getattr(torch, q.dtype))
+            self.qnn = QNN.from_config(width_c, cfg.qnn_layers, cfg.ansatz, quantum or QuantumConfig())
             self.qnn.to(kw["device"])
             self.W_q = nn.Linear(width_c, cfg.rank, bias=False, **kw)
         if cfg.variant in _USES_WC:

@@ -2,12 +2,18 @@
 
 Whatever the backend, the circuit is the ansatz's PennyLane function from ``circuit.py``:
 ``backend="torch"`` executes its recorded tape with :mod:`qtha.quantum.torchsim` (exact, the
-training default); ``backend="pennylane"`` builds a ``qml.QNode`` on ``device`` with
-``interface="torch"``, ``diff_method`` and ``shots`` (set on the QNode, PennyLane's
-non-deprecated place), and passes all tokens in one broadcast call (devices without
-broadcasting support get PennyLane's own per-token split). Gradient transforms
-(parameter-shift, finite-diff, and "best" with shots) cannot differentiate broadcast inputs in
-PennyLane 0.45, so for them the QNode is wrapped in ``qml.transforms.broadcast_expand``.
+training default); ``backend="pennylane"`` builds a ``qml.QNode`` on any installed device by
+name (:mod:`qtha.quantum.remote`) with ``interface="torch"``, ``diff_method`` and ``shots``
+(set on the QNode, PennyLane's non-deprecated place), and passes all tokens in one broadcast
+call (devices without broadcasting support get PennyLane's own per-token split). Gradient
+transforms (parameter-shift, finite-diff, and "best" with shots) cannot differentiate broadcast
+inputs in PennyLane 0.45, so for them the QNode is wrapped in ``qml.transforms.broadcast_expand``
+(still one device call per forward: a batch of per-token tapes).
+
+Realism (:mod:`qtha.quantum.noise`): depolarizing gate noise inserted into the circuit (needs
+a channel-capable device: ``default.mixed``) and an analytic readout-confusion map on ⟨Z_i⟩
+(any backend). For remote devices: device executions retried with backoff, and a per-token
+result cache when no gradient is needed (evaluation).
 
 The branch always computes in float32 or float64: autocast is disabled inside ``forward`` and
 the inputs and weights are cast to the module's dtype.
@@ -16,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 from typing import Any, Iterator, Optional
 
 import pennylane as qml
@@ -25,14 +30,13 @@ from torch import Tensor, nn
 
 from qtha.quantum import torchsim
 from qtha.quantum.circuit import ANSATZE, get_ansatz, make_qfunc, weight_shape
+from qtha.quantum.noise import NoiseSpec, check_channels
+from qtha.quantum.remote import ResultCache, load_device, with_retries
+from qtha.quantum.settings import check_settings, is_int
 
 BACKENDS = ("torch", "pennylane")
 MAX_QUBITS = 20  # state vector: 2^20 amplitudes per token
 DTYPES = (torch.float32, torch.float64)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 @contextlib.contextmanager
@@ -49,17 +53,30 @@ class QNN(nn.Module):
     """⟨Z_i⟩ of the ansatz circuit for every token: [..., n_qubits] → [..., n_qubits].
 
     ``weights``: ``nn.Parameter`` of the ansatz's weight shape ((L, 4, n_q) for ``qtha``,
-    (L, 1, n_q) for ``hea``), initialised uniform in [0, 2π).
+    (L, 1, n_q) for ``hea``), initialised uniform in [0, 2π). ``noise``: gate noise and readout
+    errors (:class:`~qtha.quantum.noise.NoiseSpec`); ``retries`` / ``backoff_s``: device executions
+    retried after ``backoff_s · 2^k`` s; ``cache_size``: per-token results kept for calls that need
+    no gradient (0: off).
+
+    Gradients on a device without backprop/adjoint (hardware, shots) use parameter-shift, whose
+    cost is circuits, not FLOPs: per token one forward circuit plus, for every gate angle that
+    needs a gradient, one circuit per shift term — 2 for RX/RY/RZ, 4 for CRZ (two frequencies).
+    Token angles need gradients too when the layer feeding the QNN trains (QTHA's A_lin). Default
+    QTHA (n_qubits=4, 1 layer: 16 weights = 8 RY + 8 CRZ, 4 input RYs): 1 + 8·2 + 8·4 + 4·2 = 57
+    circuits per token per QNN (measured), i.e. 57 × batch × tokens per step per adapted module,
+    in two device calls (forward batch, shifted batch). The rule of thumb "2 × 16 weights + 1 = 33"
+    undercounts: CRZ has a four-term rule and the input angles are shifted too.
     """
 
     def __init__(self, n_qubits: int, n_layers: int = 1, ansatz: str = "qtha", backend: str = "torch",
                  device: Any = "default.qubit", shots: Optional[int] = None, diff_method: str = "best",
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, noise: Optional[NoiseSpec] = None, retries: int = 0,
+                 backoff_s: float = 1.0, cache_size: int = 0) -> None:
         super().__init__()
-        if not _is_int(n_qubits) or not 1 <= n_qubits <= MAX_QUBITS:
+        if not is_int(n_qubits) or not 1 <= n_qubits <= MAX_QUBITS:
             raise ValueError(f"n_qubits={n_qubits!r} is out of range; allowed: an int in 1..{MAX_QUBITS} "
                              "(state vector)")
-        if not _is_int(n_layers) or n_layers < 1:
+        if not is_int(n_layers) or n_layers < 1:
             raise ValueError(f"n_layers={n_layers!r} is invalid; allowed: an int >= 1")
         n_qubits, n_layers = int(n_qubits), int(n_layers)
         if ansatz not in ANSATZE:
@@ -68,15 +85,13 @@ class QNN(nn.Module):
             raise ValueError(f"backend={backend!r} is unknown; allowed: {', '.join(BACKENDS)}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r} is not supported; allowed: torch.float32, torch.float64")
-        if shots is not None and (not _is_int(shots) or shots < 1):
-            raise ValueError(f"shots={shots!r} is invalid; allowed: a positive int, or None for exact expectations")
-        if backend == "torch" and shots is not None:
-            raise ValueError(f"shots={shots} needs a sampling device; allowed with backend='pennylane' "
-                             "(the torch kernel is exact: shots=None)")
+        noise = noise or NoiseSpec()
+        check_settings(backend, device, shots, diff_method, noise, retries, backoff_s, cache_size)
         shots = int(shots) if shots is not None else None
         self.n_qubits, self.n_layers, self.ansatz = n_qubits, n_layers, ansatz
         self.backend, self.device_name, self.shots, self.diff_method = backend, device, shots, diff_method
-        self.dtype = dtype
+        self.dtype, self.noise, self.retries, self.backoff_s = dtype, noise, int(retries), float(backoff_s)
+        self._cache = ResultCache(cache_size) if cache_size and backend == "pennylane" else None
         self._fn = get_ansatz(ansatz)[0]
         shape = weight_shape(ansatz, n_qubits, n_layers)
         self.weights = nn.Parameter(torch.rand(shape, dtype=dtype) * (2 * math.pi))
@@ -89,6 +104,14 @@ class QNN(nn.Module):
         else:
             self._qnode = self._build_qnode()
 
+    @classmethod
+    def from_config(cls, n_qubits: int, n_layers: int, ansatz: str, q: Any) -> "QNN":
+        """The QNN a ``QuantumConfig`` (dataclass or DictConfig) describes."""
+        return cls(n_qubits, n_layers, ansatz=ansatz, backend=q.backend, device=q.device, shots=q.shots,
+                   diff_method=q.diff_method, dtype=getattr(torch, q.dtype),
+                   noise=NoiseSpec.of(q.noise, q.p1, q.p2, q.readout), retries=q.retries, backoff_s=q.backoff_s,
+                   cache_size=q.cache_size)
+
     @staticmethod
     def num_params(n_qubits: int, n_layers: int = 1, ansatz: str = "qtha") -> int:
         return math.prod(weight_shape(ansatz, n_qubits, n_layers))
@@ -96,14 +119,12 @@ class QNN(nn.Module):
     def _build_qnode(self) -> Any:
         dev = self.device_name
         if isinstance(dev, str):
-            try:
-                dev = qml.device(dev, wires=self.n_qubits)
-            except Exception as e:  # DeviceError, missing plugin, …
-                raise ValueError(f"device={dev!r} could not be loaded by PennyLane ({type(e).__name__}: {e}); "
-                                 "allowed: an installed PennyLane device name, e.g. 'default.qubit', "
-                                 "'lightning.qubit', 'default.mixed'") from e
-        qnode = qml.QNode(make_qfunc(self._fn, self.n_qubits), dev, interface="torch",
-                          diff_method=self.diff_method, shots=self.shots)
+            dev = load_device(dev, self.n_qubits)
+        if self.noise.gate_noise:
+            check_channels(dev, self.noise)
+        dev = with_retries(dev, self.retries, self.backoff_s)
+        qfunc = self.noise.add_gate_noise(make_qfunc(self._fn, self.n_qubits))
+        qnode = qml.QNode(qfunc, dev, interface="torch", diff_method=self.diff_method, shots=self.shots)
         if not self._broadcast:  # gradient transforms cannot differentiate broadcast inputs: one tape per token
             qnode = qml.transforms.broadcast_expand(qnode)
         return qnode
@@ -124,9 +145,16 @@ class QNN(nn.Module):
                 out = torchsim.simulate(self._plan, x, w)
             else:
                 out = self._run_pennylane(x, w)
+            out = self.noise.apply_readout(out)
         return out.reshape(*lead, self.n_qubits)
 
     def _run_pennylane(self, x: Tensor, w: Tensor) -> Tensor:
+        if self._cache is None or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)):
+            return self._execute(x, w)
+        tag = (getattr(self.device_name, "name", self.device_name), self.shots, self.noise)
+        return self._cache.run(x, w, lambda rows: self._execute(rows, w), tag)
+
+    def _execute(self, x: Tensor, w: Tensor) -> Tensor:
         if self._qnode is None:
             self._qnode = self._build_qnode()
         # Lightning hands back Python floats, which PennyLane's torch interface turns into tensors of
@@ -138,7 +166,7 @@ class QNN(nn.Module):
                 if not self._broadcast or "broadcast" not in str(e):
                     raise
                 self._broadcast, self._qnode = False, None
-                return self._run_pennylane(x, w)
+                return self._execute(x, w)
         out = torch.stack([torch.as_tensor(r) for r in res], dim=-1)
         return out.reshape(x.shape[0], self.n_qubits).to(device=x.device, dtype=self.dtype)
 
@@ -152,4 +180,6 @@ class QNN(nn.Module):
         s = f"n_qubits={self.n_qubits}, n_layers={self.n_layers}, ansatz={self.ansatz!r}, backend={self.backend!r}"
         if self.backend == "pennylane":
             s += f", device={self.device_name!r}, diff_method={self.diff_method!r}, shots={self.shots}"
+        if self.noise != NoiseSpec():
+            s += f", noise={self.noise}"
         return s + f", dtype={self.dtype}"
