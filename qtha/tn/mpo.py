@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterator, Sequence
-from typing import Literal, get_args
+from typing import Literal, Optional, get_args
 
 import torch
 from torch import Tensor, nn
@@ -171,6 +171,7 @@ class MPO(nn.Module):
         self.in_features = math.prod(self.in_modes)
         self.out_features = math.prod(self.out_modes)
         self.init = init
+        self._frozen_matrix: Optional[tuple[tuple, Tensor]] = None
         self.cores = nn.ParameterList(
             nn.Parameter(torch.empty(self.ranks[k], j, i, self.ranks[k + 1], device=device, dtype=dtype))
             for k, (j, i) in enumerate(zip(self.out_modes, self.in_modes))
@@ -281,10 +282,23 @@ class MPO(nn.Module):
         """[..., I] → [..., J], by whichever exact contraction order the cost model finds cheaper."""
         if x.shape[-1] != self.in_features:
             raise ValueError(f"MPO expects inputs with last dimension {self.in_features}, got {tuple(x.shape)}")
+        if not torch.is_grad_enabled():
+            return nn.functional.linear(x, self._inference_matrix())
         n_tokens = math.prod(x.shape[:-1])
         if choose_path(self.in_modes, self.out_modes, self.ranks, n_tokens) == "dense":
             return self._forward_dense(x)
         return self._forward_sequential(x)
+
+    def _inference_matrix(self) -> Tensor:
+        """W without gradients, rebuilt only when a core changed (in-place updates bump ``_version``).
+
+        Generation calls every adapter once per new token with a handful of tokens: rebuilding W
+        from the cores each time cost more than the rest of the layer.
+        """
+        key = tuple((c.data_ptr(), c._version, c.dtype, c.device) for c in self.cores)
+        if self._frozen_matrix is None or self._frozen_matrix[0] != key:
+            self._frozen_matrix = (key, self.to_matrix())
+        return self._frozen_matrix[1]
 
     def _forward_dense(self, x: Tensor) -> Tensor:
         """Build W once and do one matmul: wins when tokens are many and W is small."""

@@ -313,3 +313,20 @@ def test_kaiming_normal_matrix_variance():
         mpo.reset_parameters()
         ratios.append((mpo.to_matrix().var() * mpo.in_features / 2).item())
     assert sum(ratios) / len(ratios) == pytest.approx(1.0, rel=0.25)
+
+
+def test_inference_reuses_the_matrix_until_a_core_changes():
+    """Without gradients W is built once (generation calls the layer per token) and rebuilt after an update."""
+    mpo = MPO.build(24, 16, 2, 3, init="kaiming_normal")
+    x = torch.randn(5, 24)
+    with torch.no_grad():
+        first = mpo(x)
+        cached = mpo._inference_matrix()
+        assert mpo._inference_matrix() is cached
+        torch.testing.assert_close(first, x @ mpo.to_matrix().T)
+        mpo.cores[0].mul_(2.0)                      # an optimiser step updates cores in place
+        torch.testing.assert_close(mpo(x), x @ mpo.to_matrix().T)
+        assert mpo._inference_matrix() is not cached
+    y = mpo(x.requires_grad_(True))                 # with gradients: never the cached, detached W
+    y.sum().backward()
+    assert all(c.grad is not None for c in mpo.cores)
