@@ -53,11 +53,15 @@ def _one_line(exc: Exception, overrides: list[str]) -> str:
         parent = full.rsplit(".", 1)[0] if "." in full else ""
         allowed = _keys_of(parent, [o for o in overrides if not o.split("=")[0].endswith(full)])
         return f"{full} is not a config key; allowed keys{' in ' + parent if parent else ''}: {allowed}"
-    value = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
+    value = re.search(r"Value '([^']*)' (?:of type '\w+' )?(?:could not be converted to|is not a valid) (\w+)", text)
     full_key = re.search(r"full_key: ([\w.\[\]]+)", text)
     if value:
         key = full_key.group(1) if full_key else (override.group(1) if override else "a value")
         return f"{key}={value.group(1)!r} is not a valid {value.group(2).lower()}"
+    not_list = re.search(r"Error merging override ([\w.]+)=(.*?) .*is not a ListConfig", text)
+    if not_list:
+        key, given = not_list.groups()
+        return f"{key}={given!r} is not a list; allowed: {key}=[a,b,...]"
     return " ".join(str(exc).split())
 
 

@@ -368,19 +368,16 @@ def _validate_quantum(q: Any) -> None:
         raise ConfigError(str(e)) from None
 
 
-def _pennylane_devices() -> list[str]:
-    """Installed PennyLane devices, read from plugin entry points (what ``qml.plugin_devices`` lists) without
-    importing PennyLane."""
-    from importlib.metadata import entry_points
-
-    return sorted(ep.name for ep in entry_points(group="pennylane.plugins"))
-
-
 def _validate_quantum_device(q: Any) -> None:
-    """The device exists and runs qubits; with ``backend=pennylane`` it can also take ``diff_method`` and ``shots``."""
-    _one_of("quantum.device", q.device, [d for d in _pennylane_devices() if d not in NON_QUBIT_DEVICES])
+    """What the QNN's own checks (``_validate_quantum``) leave open: ``backend=pennylane`` needs a qubit
+    device, and one that implements ``diff_method`` (exactly: backprop with shots fails in PennyLane)."""
+    if q.backend != "pennylane":
+        return
+    if q.device in NON_QUBIT_DEVICES:
+        raise ConfigError(f"quantum.device={q.device} does not run qubit circuits; allowed: a qubit device, "
+                          "e.g. default.qubit, lightning.qubit, default.mixed")
     able = GRADIENT_DEVICES.get(q.diff_method)
-    if q.backend != "pennylane" or able is None:
+    if able is None:
         return
     if q.device not in able:
         raise ConfigError(f"quantum.diff_method={q.diff_method} is not supported by quantum.device={q.device}; "

@@ -25,8 +25,9 @@ def build_logger(cfg: LoggerConfig, group: str, name: str, save_dir: Path,
     if cfg.kind == "csv":
         return CSVLogger(save_dir=str(save_dir), name=group, version=name)
     os.environ["WANDB_MODE"] = cfg.mode  # the config decides; WandbLogger honours the env too
+    settings = {"silent": True, "init_timeout": cfg.timeout_s, "login_timeout": cfg.timeout_s}
     return WandbLogger(project=cfg.project, entity=cfg.entity, group=group, name=name, save_dir=str(save_dir),
-                       mode=cfg.mode, config=config, job_type="train", settings={"silent": True})
+                       mode=cfg.mode, config=config, job_type="train", settings=settings)
 
 
 def run_path(logger: Optional[Logger]) -> Optional[str]:

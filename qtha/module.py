@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states  # Lightning's own, for its spawns
 from torch import nn
 
 from qtha.adapters import adapter_state_dict
@@ -63,6 +64,8 @@ class AdapterLM(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, mask = self(batch)
         mean = (loss * mask).sum() / mask.sum().clamp(min=1)
+        if not torch.isfinite(mean):  # stop here: every later step would be trained on garbage
+            raise FloatingPointError(f"loss became {float(mean)} at step {self.global_step}")
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.log("train/loss", mean, prog_bar=True, batch_size=batch["input_ids"].size(0))
         self.log("train/lr", lr, batch_size=batch["input_ids"].size(0))
@@ -100,5 +103,15 @@ class AdapterLM(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep only adapter weights: a checkpoint of a 7B run stays a few MB."""
+        """Keep only adapter weights (a checkpoint of a 7B run stays a few MB), plus what Lightning does not
+        save but a resumed run needs to match an uninterrupted one: the RNG streams and the history so far.
+        Lightning itself keeps the optimiser, scheduler, loop counters and the data position."""
         checkpoint["state_dict"] = {f"model.{k}": v for k, v in adapter_state_dict(self.model).items()}
+        checkpoint["qtha"] = {"history": self.history, "step_times": self.step_times, "rng": _collect_rng_states()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("qtha", {})
+        self.history = list(saved.get("history", []))
+        self.step_times = list(saved.get("step_times", []))
+        if "rng" in saved:
+            _set_rng_states(saved["rng"])

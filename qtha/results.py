@@ -46,18 +46,57 @@ class RunRecord:
     adapter_path: Optional[str] = None
     predictions_path: Optional[str] = None
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: Optional[str] = None
     error: Optional[str] = None
     started_at: Optional[str] = None
     finished_at: Optional[str] = None
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, ensure_ascii=False, sort_keys=False)
+        """The record as written to disk: credentials scrubbed (see :func:`scrub`)."""
+        return json.dumps(scrub(asdict(self)), indent=2, ensure_ascii=False, sort_keys=False)
 
 
-# Overrides that change where or how a run is reported, not what it computes.
-NON_SEMANTIC_KEYS = ("seed", "force", "results_dir", "work_dir", "name", "experiment", "logger",
-                     "trainer.enable_progress_bar")
+# Overrides that change where or how a run is reported, not what it computes (``resume`` continues
+# the same run; ``trainer.kill_at_step`` is a testing aid that interrupts it).
+NON_SEMANTIC_KEYS = ("seed", "force", "resume", "results_dir", "work_dir", "name", "experiment", "logger",
+                     "trainer.enable_progress_bar", "trainer.kill_at_step")
+
+REDACTED = "<redacted>"
+CREDENTIAL_ENV = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+# Env-style names (WANDB_API_KEY, HF_TOKEN, DB_PASSWORD) and config-style ones (logger.api_key, hf_token,
+# password); not run_key, max_new_tokens or pad_token, which are no secrets.
+_SECRET_NAME = re.compile(r"[A-Z0-9_]*(KEY|TOKEN|SECRET|PASSWORD|PASSWD)[A-Z0-9_]*"
+                          r"|(?i:([\w.]*[_.])?(api_?key|access_?key|private_?key|secret(_?key)?|password|passwd"
+                          r"|(hf|api|auth|access)_?token))")
+
+
+def _secret_name(name: str) -> bool:
+    return _SECRET_NAME.fullmatch(name.lstrip("+~")) is not None
+
+
+def scrub(value: Any, secrets: Optional[list[str]] = None) -> Any:
+    """``value`` with credentials redacted, so a record can be shared or committed as it is.
+
+    Redacts what sits under a secret-looking name (a dict key, or the key of a ``key=value``
+    override string) and, anywhere in any string, the value of a credential variable from the
+    environment (``CREDENTIAL_ENV``): an API key pasted into an override or an error message.
+    """
+    if secrets is None:
+        secrets = [v for v in (os.environ.get(k, "") for k in CREDENTIAL_ENV) if len(v) >= 8]
+    if isinstance(value, dict):
+        return {k: REDACTED if _secret_name(str(k)) and v is not None else scrub(v, secrets)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v, secrets) for v in value]
+    if not isinstance(value, str):
+        return value
+    name, eq, _ = value.partition("=")
+    if eq and _secret_name(name):
+        return f"{name}={REDACTED}"
+    for secret in secrets:
+        value = value.replace(secret, REDACTED)
+    return value
 
 
 def run_key(overrides: Iterable[str], seed: int) -> str:
@@ -70,7 +109,7 @@ def run_key(overrides: Iterable[str], seed: int) -> str:
         key = override.split("=", 1)[0].lstrip("+~")
         return not any(key == k or key.startswith(k + ".") for k in NON_SEMANTIC_KEYS)
 
-    parts = sorted(o for o in overrides if semantic(o))
+    parts = sorted(scrub(o) for o in overrides if semantic(o))
     parts.append(f"seed={seed}")
     key = "__".join(parts)
     key = re.sub(r"[^A-Za-z0-9_.=,+\-]", "-", key)

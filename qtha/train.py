@@ -7,7 +7,9 @@ error, so one broken job never silently disappears from a sweep.
 from __future__ import annotations
 
 import logging
+import os
 import resource
+import signal
 import time
 import traceback
 from datetime import datetime, timezone
@@ -18,9 +20,10 @@ from lightning.pytorch import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from qtha import offline
+from qtha.checkpoint import LastCheckpoint, checkpoint_dir, resume_checkpoint
 from qtha.config import validate
 from qtha.results import (RunRecord, environment, git_sha, is_done, load_record, predictions_path, record_path,
-                          run_key, versions, write_record)
+                          run_key, scrub, versions, write_record)
 
 if TYPE_CHECKING:
     import lightning as L
@@ -56,20 +59,24 @@ def train(cfg: DictConfig, overrides: Optional[list[str]] = None) -> RunRecord:
     validate(cfg)
     overrides = list(overrides or [])
     key = run_key(overrides, cfg.seed)
-    if is_done(cfg.results_dir, cfg.name, key) and not cfg.force:
+    done = is_done(cfg.results_dir, cfg.name, key)
+    if done and not cfg.force:
         path = record_path(cfg.results_dir, cfg.name, key)
         log.warning("qtha: %s already done (status ok); skipping. Use force=true to rerun.", path)
         return RunRecord(**load_record(path))
     if cfg.allow_hub:
         offline.allow_hub()
+    ckpt_dir = checkpoint_dir(cfg.work_dir, cfg.name, key)
+    resume_from = resume_checkpoint(ckpt_dir, cfg.resume and not done)
 
     record = RunRecord(status="running", experiment=cfg.name, run_key=key, overrides=overrides,
                        config=OmegaConf.to_container(cfg, resolve=True), git_sha=git_sha(),
-                       versions=versions(), environment=environment(), started_at=_now())
+                       versions=versions(), environment=environment(), started_at=_now(),
+                       resumed_from=str(resume_from) if resume_from else None)
     write_record(record, cfg.results_dir)
     start = time.perf_counter()
     try:
-        _fit_and_evaluate(cfg, record)
+        _fit_and_evaluate(cfg, record, ckpt_dir, resume_from)
         record.status = "ok"
     except Exception as exc:  # recorded, then re-raised for the caller to decide
         record.status = "failed"
@@ -84,7 +91,7 @@ def train(cfg: DictConfig, overrides: Optional[list[str]] = None) -> RunRecord:
     return record
 
 
-def _fit_and_evaluate(cfg: DictConfig, record: RunRecord) -> None:
+def _fit_and_evaluate(cfg: DictConfig, record: RunRecord, ckpt_dir: Path, resume_from: Optional[Path]) -> None:
     """The heavy part: everything here runs after the config passed validation."""
     import lightning as L
 
@@ -109,15 +116,16 @@ def _fit_and_evaluate(cfg: DictConfig, record: RunRecord) -> None:
 
     work = Path(cfg.work_dir)
     logger = build_logger(cfg.logger, group=cfg.name, name=record.run_key, save_dir=work / "loggers",
-                          config=record.config)
+                          config=scrub(record.config))  # W&B keeps the config: no credentials in it
     try:
         record.wandb_run = run_path(logger)
         module = AdapterLM(model, cfg.trainer)
-        trainer = _trainer(cfg, logger, work / "checkpoints" / cfg.name / record.run_key)
+        trainer = _trainer(cfg, logger, ckpt_dir)
         before = trainer.validate(module, datamodule=data, verbose=False)[0]
         record.metrics.update({f"init_{k.split('/')[-1]}": v for k, v in before.items()})
         if record.trainable_params > 0 and cfg.trainer.max_steps > 0:
-            trainer.fit(module, datamodule=data)
+            # weights_only=False: our own checkpoint, which holds Python/numpy RNG states
+            trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=False)
             train_losses = [h["train_loss"] for h in module.history if "train_loss" in h]
             tail = train_losses[-max(1, len(train_losses) // 10):]
             record.metrics["train_loss"] = sum(tail) / len(tail)
@@ -150,31 +158,40 @@ def _generate_and_score(cfg: DictConfig, record: RunRecord, model: Any, tokenize
 
 
 class FaultInjection(Callback):
-    """Raise at a given optimiser step (``trainer.fault_at_step``): how the tests prove that a
-    failing job is recorded ``failed`` while the rest of a sweep goes on."""
+    """Testing aids, fired when optimiser step ``step`` is about to run.
 
-    def __init__(self, step: int) -> None:
-        self.step = step
+    ``trainer.fault_at_step`` raises: how the tests prove that a failing job is recorded
+    ``failed`` while the rest of a sweep goes on. ``trainer.kill_at_step`` (``kill=True``) sends the
+    process SIGKILL, as an OOM killer or a pre-empted node would: no record update, no clean-up,
+    what ``resume=true`` must recover from.
+    """
+
+    def __init__(self, step: int, kill: bool = False) -> None:
+        self.step, self.kill = step, kill
 
     def on_train_batch_start(self, trainer: "L.Trainer", *args: Any) -> None:
-        if trainer.global_step == self.step:
-            raise RuntimeError(f"injected fault at step {self.step} (trainer.fault_at_step)")
+        if trainer.global_step != self.step:
+            return
+        if self.kill:
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError(f"injected fault at step {self.step} (trainer.fault_at_step)")
 
 
 def _trainer(cfg: DictConfig, logger: Any, ckpt_dir: Path) -> "L.Trainer":
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
 
     t = cfg.trainer
-    callbacks = [ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0,
-                                 every_n_train_steps=t.val_check_interval)]
+    callbacks: list[Callback] = [LastCheckpoint(ckpt_dir, t.checkpoint_every)]
     if t.fault_at_step is not None:
         callbacks.append(FaultInjection(t.fault_at_step))
+    if t.kill_at_step is not None:
+        callbacks.append(FaultInjection(t.kill_at_step, kill=True))
     return L.Trainer(
         max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
         precision=resolve_precision(t.precision, t.accelerator), gradient_clip_val=t.gradient_clip_val,
         accumulate_grad_batches=t.accumulate_grad_batches, val_check_interval=t.val_check_interval,
         check_val_every_n_epoch=None, log_every_n_steps=t.log_every_n_steps, logger=logger or False,
-        callbacks=callbacks, enable_progress_bar=t.enable_progress_bar, enable_model_summary=False,
-        deterministic=t.deterministic, num_sanity_val_steps=0, default_root_dir=cfg.work_dir,
+        callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=t.enable_progress_bar,
+        enable_model_summary=False, deterministic=t.deterministic, num_sanity_val_steps=0,
+        default_root_dir=cfg.work_dir,
     )

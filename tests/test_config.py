@@ -1,4 +1,4 @@
-"""Every config composes; bad keys and values fail at composition with one line."""
+"""Every config composes; a bad value in a sweep fails before any job (each bad input: test_bad_inputs.py)."""
 from __future__ import annotations
 
 import itertools
@@ -43,35 +43,6 @@ def test_sweep_expansion_matches_hydra_order():
     jobs = expand_sweeps(["adapter=lora,none", "data.size=300,3000"])
     assert jobs == [["adapter=lora", "data.size=300"], ["adapter=lora", "data.size=3000"],
                     ["adapter=none", "data.size=300"], ["adapter=none", "data.size=3000"]]
-
-
-BAD = [
-    (["adapter=foo"], f"adapter='foo' is unknown; allowed: {', '.join(group_options('adapter'))}"),
-    (["model=gpt5"], "model='gpt5' is unknown; allowed:"),
-    (["data=nope"], "data='nope' is unknown; allowed:"),
-    (["adapter.rnk=4"], "adapter.rnk is not a config key; allowed keys in adapter:"),
-    (["trainer.max_step=3"], "trainer.max_step is not a config key"),
-    (["adapter.rank=abc"], "adapter.rank='abc' is not a valid integer"),
-    (["adapter.rank=0"], "adapter.rank=0 must be > 0"),
-    (["adapter.alpha=-1"], "adapter.alpha=-1.0 must be > 0"),
-    (["adapter.dropout=1.5"], "adapter.dropout=1.5 must be in [0, 1)"),
-    (["data.size=0"], "data.size=0 must be > 0"),
-    (["data.max_length=8"], "data.max_length=8 is too short"),
-    (["trainer.precision=fp8"], "trainer.precision='fp8' is not allowed; allowed:"),
-    (["logger.mode=sometimes"], "logger.mode='sometimes' is not allowed; allowed: offline, online, disabled"),
-    (["model.dtype=int3"], "model.dtype='int3' is not allowed"),
-    (["adapter.target_modules=[]"], "adapter.target_modules is empty"),
-    (["model=qwen2_7b"], "model=qwen2_7b needs Qwen/Qwen2-7B-Instruct, which is not in the local Hugging Face cache"),
-]
-
-
-@pytest.mark.parametrize(("overrides", "message"), BAD, ids=[" ".join(o) for o, _ in BAD])
-def test_bad_input_gives_one_line_naming_it(overrides, message):
-    with pytest.raises(ConfigError) as err:
-        compose_checked(overrides)
-    text = str(err.value)
-    assert message in text
-    assert "\n" not in text
 
 
 def test_bad_value_in_the_middle_of_a_sweep_fails_before_any_job():

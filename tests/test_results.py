@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from qtha import results
-from qtha.results import RunRecord, atomic_write_text, is_done, record_path, run_key, write_record
+from qtha.results import REDACTED, RunRecord, is_done, record_path, run_key, write_record
 
 
 def test_run_key_is_order_independent_and_includes_seed():
@@ -18,7 +18,7 @@ def test_run_key_is_order_independent_and_includes_seed():
     assert run_key([], 1) == "seed=1"
     assert run_key(["seed=7", "adapter=lora"], 7) == "adapter=lora__seed=7"
     reporting_only = ["results_dir=/x", "work_dir=/y", "force=true", "logger=csv", "logger.mode=offline",
-                      "experiment=smoke", "name=n"]
+                      "experiment=smoke", "name=n", "resume=true", "trainer.kill_at_step=3"]
     assert run_key(["adapter=lora", *reporting_only], 7) == "adapter=lora__seed=7"
 
 
@@ -50,18 +50,43 @@ def test_corrupt_record_is_not_done(tmp_path: Path):
     assert not is_done(tmp_path, "exp", "k")
 
 
-def test_atomic_write_keeps_old_content_when_the_write_crashes(tmp_path: Path, monkeypatch):
-    path = tmp_path / "r.json"
-    atomic_write_text(path, "old")
+@pytest.mark.parametrize("fails", ["fsync", "replace"])
+def test_atomic_write_keeps_old_content_when_the_write_crashes(tmp_path: Path, monkeypatch, fails):
+    """A crash while syncing the temp file, or while renaming it over the record: old record intact, no temp."""
+    path = write_record(_record("running"), tmp_path)
+    before = path.read_text()
 
     def crash(*_a, **_k):
         raise OSError("disk died mid-write")
 
-    monkeypatch.setattr(os, "fsync", crash)
+    monkeypatch.setattr(os, fails, crash)
     with pytest.raises(OSError):
-        atomic_write_text(path, "new")
-    assert path.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
+        write_record(_record("ok"), tmp_path)
+    assert path.read_text() == before and json.loads(before)["status"] == "running"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
+
+
+def test_records_never_hold_credentials(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "wandb-secret-0123456789")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_abcdefghij")
+    record = RunRecord(
+        status="failed", experiment="exp", run_key="k",
+        config={"logger": {"api_key": "typed-in-config", "project": "qtha"}, "eval": {"max_new_tokens": 8},
+                "model": {"pad_token": "<|pad|>"}},
+        overrides=["+logger.api_key=typed-on-cli", "+model.hf_token=hf_other", "adapter=lora"],
+        environment={"HF_TOKEN": "hf_secret_abcdefghij", "DB_PASSWORD": "hunter2"},
+        error="HTTPError: 401 for https://x.test/?key=wandb-secret-0123456789 (token hf_secret_abcdefghij)")
+    text = write_record(record, tmp_path).read_text()
+    for secret in ("wandb-secret-0123456789", "hf_secret_abcdefghij", "typed-in-config", "typed-on-cli", "hf_other",
+                   "hunter2"):
+        assert secret not in text
+    saved = json.loads(text)
+    assert saved["config"]["logger"] == {"api_key": REDACTED, "project": "qtha"}
+    assert saved["config"]["eval"]["max_new_tokens"] == 8 and saved["config"]["model"]["pad_token"] == "<|pad|>"
+    assert saved["overrides"] == [f"+logger.api_key={REDACTED}", f"+model.hf_token={REDACTED}", "adapter=lora"]
+    assert saved["run_key"] == "k" and saved["error"].startswith("HTTPError: 401 for https://x.test/?key=<redacted>")
+    key = run_key(["+model.hf_token=hf_other", "adapter=lora"], 1)  # the key is a file name: no secret in it
+    assert key == "+model.hf_token=-redacted-__adapter=lora__seed=1"
 
 
 def test_versions_and_environment_name_the_stack():

@@ -72,6 +72,10 @@ def check_data(cfg: DataConfig, allow_hub: bool, trains: bool = True) -> None:
     """
     _known(cfg)
     if cfg.name == "synthetic_math":
+        try:
+            synthetic_math.check_languages(list(cfg.languages))
+        except ValueError as exc:
+            raise ConfigError(f"data.languages={list(cfg.languages)}: {exc}") from exc
         check_size(cfg.size, cfg.pool_size, cfg.name)
         return
     dataset = FILE_DATASETS[cfg.name]

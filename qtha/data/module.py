@@ -10,9 +10,10 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from qtha.config import ConfigError, DataConfig
-from qtha.data import FILE_DATASETS, Example, check_size, load_splits
+from qtha.config import DataConfig
+from qtha.data import Example, check_size, load_splits
 from qtha.data.formatting import IGNORE_INDEX, Encoded, collate, encode_chat
+from qtha.data.resumable import EpochSampler, ResumableLoader
 
 
 def subsample(pool: list[Example], size: int, seed: int, name: str = "pool") -> list[Example]:
@@ -65,14 +66,16 @@ class ChatDataModule(L.LightningDataModule):
                     "assistant_turns": sum(e.turns for e in rows), "target_turns": sum(e.targets for e in rows)}
         return {"train": stats(self.train_set), "test": stats(self.val_set)}
 
-    def _loader(self, rows: list[Encoded], shuffle: bool) -> DataLoader:
-        gen = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(rows, batch_size=self.batch_size, shuffle=shuffle, generator=gen,
-                          num_workers=self.num_workers,
-                          collate_fn=partial(collate, pad_id=self.tokenizer.pad_token_id))
+    def _loader_kwargs(self) -> dict[str, Any]:
+        """Each loader owns a seeded generator (worker seeds come from it), so iterating one never
+        draws from the global RNG that dropout uses: a resumed run continues the same random stream."""
+        return {"batch_size": self.batch_size, "generator": torch.Generator().manual_seed(self.seed),
+                "num_workers": self.num_workers, "collate_fn": partial(collate, pad_id=self.tokenizer.pad_token_id)}
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        """Seeded shuffle per epoch; its position is saved in checkpoints (:mod:`qtha.data.resumable`)."""
+        return ResumableLoader(self.train_set, sampler=EpochSampler(len(self.train_set), self.seed),
+                               **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return DataLoader(self.val_set, **self._loader_kwargs())

@@ -437,7 +437,7 @@ def _stream(rng: random.Random, languages: Sequence[str]) -> Iterator[Problem]:
         yield _render(rng.choice(_TEMPLATES), rng, lang)
 
 
-def _check_languages(languages: Sequence[str]) -> tuple[str, ...]:
+def check_languages(languages: Sequence[str]) -> tuple[str, ...]:
     """Reject a bare string too: ``"en"`` would otherwise iterate as ``"e", "n"``."""
     if isinstance(languages, str) or not languages:
         raise ValueError(f"languages must be a non-empty sequence drawn from {LANGUAGES}, "
@@ -452,7 +452,7 @@ def generate(n: int, seed: int, languages: Sequence[str] = LANGUAGES) -> list[Pr
     """``n`` problems from ``seed`` (duplicates possible; :func:`make_splits` dedupes)."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    langs = _check_languages(languages)
+    langs = check_languages(languages)
     return list(itertools.islice(_stream(random.Random(seed), langs), n))
 
 
@@ -478,7 +478,7 @@ def make_splits(pool_size: int, test_size: int, seed: int,
     for name, size in (("pool_size", pool_size), ("test_size", test_size)):
         if size <= 0:
             raise ValueError(f"{name} must be a positive integer, got {size}")
-    langs = _check_languages(languages)
+    langs = check_languages(languages)
     taken: set[str] = set()
     train = _unique(_stream(random.Random(seed), langs), pool_size, taken, "train")
     test_rng = random.Random(f"{_TEST_STREAM}/{seed}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from synthetic_records import COUNTS, results_dir_fixture  # noqa: F401 (the results_dir fixture)
+from synthetic_records import COUNTS, results_dir_fixture  # noqa: F401 (the results_dir fixture)  # noqa: F401 (pytest fixture)
 
 from qtha.report import claims, records, tables
 

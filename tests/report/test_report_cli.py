@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from synthetic_records import COUNTS, results_dir_fixture  # noqa: F401 (the results_dir fixture)
+from synthetic_records import COUNTS, results_dir_fixture  # noqa: F401 (the results_dir fixture)  # noqa: F401 (pytest fixture)
 
 from qtha.report import __main__ as cli
 from qtha.report import counts

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synthetic_records import results_dir_fixture  # noqa: F401 (the results_dir fixture)
+from synthetic_records import results_dir_fixture  # noqa: F401 (the results_dir fixture)  # noqa: F401 (pytest fixture)
 
 from qtha.report import figures, records, tables
 

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from synthetic_records import NOISY_TAG, results_dir_fixture  # noqa: F401 (the results_dir fixture)
+from synthetic_records import NOISY_TAG, results_dir_fixture  # noqa: F401 (the results_dir fixture)  # noqa: F401 (pytest fixture)
 
 from qtha.metrics.scoring import METRIC_NAMES
 from qtha.report import columns, records

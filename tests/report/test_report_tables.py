@@ -6,7 +6,7 @@ import statistics
 from pathlib import Path
 
 from synthetic_records import FAILED_ERROR, LOSS, NOISY_TAG, PARAMS, STRICT, TRAIN_LOSS
-from synthetic_records import results_dir_fixture  # noqa: F401 (the results_dir fixture)
+from synthetic_records import results_dir_fixture  # noqa: F401 (the results_dir fixture)  # noqa: F401 (pytest fixture)
 
 from qtha.report import records, tables
 

@@ -1,0 +1,164 @@
+"""Every bad input we know of fails before any model is loaded, with one line naming it and what is allowed.
+
+``BAD_INPUTS`` is the reference list (overrides -> a fragment of the message): add a row whenever
+a new way to get a run wrong is found. All rows compose in-process through ``compose_checked``
+(what ``python -m qtha.run`` calls for every job before Hydra launches one); a few also go
+through the real CLI: exit code 2, a single stderr line, no traceback, no record.
+``{data}`` stands for a folder of small JSONL files written by the ``data_dir`` fixture.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from qtha.compose import compose_checked, group_options
+from qtha.config import ConfigError
+
+JSONL = ("data=jsonl", "data.holdout_size=1", "data.size=1")
+BAD_INPUTS: list[tuple[tuple[str, ...], str]] = [
+    # --- names: config groups, keys, types
+    (("adapter=foo",), f"adapter='foo' is unknown; allowed: {', '.join(group_options('adapter'))}"),
+    (("model=gpt5",), f"model='gpt5' is unknown; allowed: {', '.join(group_options('model'))}"),
+    (("data=nope",), f"data='nope' is unknown; allowed: {', '.join(group_options('data'))}"),
+    (("quantum=nope",), f"quantum='nope' is unknown; allowed: {', '.join(group_options('quantum'))}"),
+    (("logger=nope",), f"logger='nope' is unknown; allowed: {', '.join(group_options('logger'))}"),
+    (("adapter.rnk=4",), "adapter.rnk is not a config key; allowed keys in adapter: alpha, dropout, name, rank"),
+    (("trainer.max_step=3",), "trainer.max_step is not a config key; allowed keys in trainer:"),
+    (("adapter.rank=abc",), "adapter.rank='abc' is not a valid integer"),
+    (("trainer.lr=fast",), "trainer.lr='fast' is not a valid float"),
+    (("resume=maybe",), "resume='maybe' is not a valid bool"),
+    (("adapter.target_modules=q_proj",), "adapter.target_modules='q_proj' is not a list; allowed:"),
+    (("name=a/b",), "name='a/b' must be a non-empty folder name without '/'"),
+    (("seed=-1",), "seed=-1 is out of range; allowed: 0..4294967295"),
+    # --- model
+    (("model.source=ftp",), "model.source='ftp' is not allowed; allowed: gguf, hub, local, tiny"),
+    (("model.dtype=int3",), "model.dtype='int3' is not allowed; allowed: float32, bfloat16, float16"),
+    (("model=qwen2_7b",), "model=qwen2_7b needs Qwen/Qwen2-7B-Instruct, which is not in the local Hugging Face cache"),
+    (("model.arch.hidden_size=0",), "model.arch.hidden_size=0 must be > 0"),
+    (("model.arch.num_attention_heads=3",), "num_attention_heads=3, num_key_value_heads=2; allowed: each divisible"),
+    # --- adapters
+    (("adapter.rank=0",), "adapter.rank=0 must be > 0"),
+    (("adapter.alpha=-1",), "adapter.alpha=-1.0 must be > 0"),
+    (("adapter.dropout=1.5",), "adapter.dropout=1.5 must be in [0, 1)"),
+    (("adapter.target_modules=[]",), "adapter.target_modules is empty; adapter=lora needs at least one module name"),
+    (("adapter.target_modules=[no_such_layer]",), "target_modules ['no_such_layer'] match no nn.Linear; available:"),
+    (("adapter=qtha", "adapter.bond_dim=0"), "adapter.bond_dim=0 must be a positive int or a list of n_cores-1"),
+    (("adapter=qtha", "adapter.bond_dim=[2,2]"), "adapter.bond_dim has 2 values; allowed: one, or n_cores-1=3"),
+    (("adapter=qtha", "adapter.n_qubits=21"), "adapter.n_qubits=21 is out of range; allowed: 1..20"),
+    (("adapter=qtha", "adapter.qnn_layers=0"), "adapter.qnn_layers=0 must be > 0"),
+    (("adapter=qtha", "adapter.bottleneck=0"), "adapter.bottleneck=0 must be > 0"),
+    (("adapter=qtha", "adapter.n_cores=7"), "cannot split dim=64 into n=7 factors > 1"),
+    (("adapter=qtha", "adapter.variant=nope"), "adapter.variant='nope' is not allowed; allowed: full, mpo, mpo_mlp"),
+    (("adapter=qtha", "adapter.ansatz=nope"), "adapter.ansatz='nope' is not allowed; allowed: qtha, hea"),
+    (("adapter=quanta", "adapter.n_axes=9"), "QuanTA cannot factor d_in=64 into 9 axes"),
+    (("adapter=quanta", "adapter.axes_in=[3,5]"), "QuanTA axes_in=[3, 5] multiplies to 15, but the layer's dimension"),
+    # --- data
+    (("data.size=0",), "data.size=0 must be > 0"),
+    (("data.size=5000",), "data.size=5000 is outside the training pool of data=synthetic_math (4000 rows)"),
+    (("data.max_length=8",), "data.max_length=8 is too short; allowed: >= 16 tokens"),
+    (("data.languages=[fr]",), "data.languages=['fr']: unknown language 'fr'; allowed: ('en', 'zh')"),
+    (("data=cmath",), "data=cmath is an evaluation-only set (no solutions to train on)"),
+    (("data=jsonl", "data.path={data}/absent.jsonl"), "data=jsonl has no local data at"),
+    ((*JSONL, "data.path={data}/malformed.jsonl"), "malformed.jsonl:3: invalid JSON"),
+    ((*JSONL, "data.path={data}/no_response.jsonl"), "field 'response' must be non-empty text, got None"),
+    ((*JSONL, "data.path={data}/empty_response.jsonl"), "field 'response' must be non-empty text, got '  '"),
+    ((*JSONL, "data.path={data}/user_last.jsonl"), "the last message must be the assistant's (the training target)"),
+    (("data=jsonl", "data.holdout_size=1", "data.size=10", "data.path={data}/good.jsonl"),
+     "data.size=10 is outside the training pool of data=jsonl (3 rows); allowed: 1..3"),
+    (("data=jsonl", "data.size=1", "data.path={data}/good.jsonl"),
+     "data=jsonl has 4 rows, too few to hold out data.holdout_size=300"),
+    # --- quantum
+    (("quantum.backend=qiskit",), "quantum.backend='qiskit' is not allowed; allowed: torch, pennylane"),
+    (("quantum=default_qubit", "quantum.device=nope.device"),
+     "quantum.device='nope.device' is not an installed PennyLane device; allowed: default.clifford"),
+    (("quantum=default_qubit", "quantum.device=default.gaussian"),
+     "quantum.device=default.gaussian does not run qubit circuits; allowed: a qubit device"),
+    (("quantum=default_qubit", "quantum.shots=-1"), "quantum.shots=-1 is invalid; allowed: a positive int, or null"),
+    (("quantum.shots=100",), "quantum.shots=100 needs a sampling device; allowed: quantum.backend=pennylane"),
+    (("quantum=default_qubit", "quantum.device=default.mixed", "quantum.diff_method=adjoint"),
+     "quantum.diff_method=adjoint is not supported by quantum.device=default.mixed"),
+    (("quantum=default_qubit", "quantum.diff_method=backprop", "quantum.shots=100"),
+     "quantum.diff_method=backprop needs exact expectation values but quantum.shots=100"),
+    (("quantum=lightning_qubit", "quantum.shots=100"),
+     "quantum.diff_method=adjoint needs exact pure states, not quantum.shots=100"),
+    (("quantum.diff_method=magic",), "quantum.diff_method='magic' is not allowed; allowed: best, backprop"),
+    (("quantum.dtype=float16",), "quantum.dtype='float16' is not allowed; allowed: float32, float64"),
+    # --- trainer
+    (("trainer.lr=-1",), "trainer.lr=-1.0 must be > 0"),
+    (("trainer.max_steps=-1",), "trainer.max_steps=-1 must be >= 0"),
+    (("trainer.batch_size=0",), "trainer.batch_size=0 must be > 0"),
+    (("trainer.accumulate_grad_batches=0",), "trainer.accumulate_grad_batches=0 must be > 0"),
+    (("trainer.checkpoint_every=0",), "trainer.checkpoint_every=0 must be > 0"),
+    (("trainer.precision=fp8",), "trainer.precision='fp8' is not allowed; allowed: auto, 32, 32-true, bf16-mixed"),
+    (("trainer.accelerator=tpu",), "trainer.accelerator='tpu' is not allowed; allowed: cpu, gpu, cuda, mps, auto"),
+    (("trainer.devices=0",), "trainer.devices=0 is not allowed; allowed: a count >= 1, -1 (all), auto"),
+    (("trainer.strategy=nope",), "trainer.strategy='nope' is not allowed; allowed: auto, ddp"),
+    (("trainer.num_workers=-1",), "trainer.num_workers=-1 must be >= 0"),
+    (("trainer.warmup_steps=-1",), "trainer.warmup_steps and trainer.gradient_clip_val must be >= 0"),
+    (("trainer.min_lr_ratio=2",), "trainer.min_lr_ratio in [0, 1] (got 6, 1.0, 2.0)"),
+    (("trainer.kill_at_step=-1",), "trainer.kill_at_step=-1 must be >= 0"),
+    # --- logger, evaluation
+    (("logger.kind=mlflow",), "logger.kind='mlflow' is not allowed; allowed: wandb, csv, none"),
+    (("logger.mode=sometimes",), "logger.mode='sometimes' is not allowed; allowed: offline, online, disabled"),
+    (("logger.timeout_s=0",), "logger.timeout_s=0.0 must be > 0"),
+    (("eval.metrics=[nope]",), "eval.metrics='nope' is not allowed; allowed: bleu4, rouge1"),
+    (("eval.limit=0",), "eval.limit=0 must be > 0, or null for every test row"),
+    (("eval.max_new_tokens=0",), "eval.max_new_tokens=0 must be > 0"),
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Small JSONL files, each broken in one way (``good.jsonl``: 4 valid rows)."""
+    root = tmp_path_factory.mktemp("jsonl")
+    good = "".join(f'{{"prompt": "q{i}", "response": "a{i}"}}\n' for i in range(4))
+    files = {
+        "good.jsonl": good,
+        "malformed.jsonl": good[:70] + '{"prompt": "q", "response"\n',
+        "no_response.jsonl": '{"prompt": "q"}\n' * 3,
+        "empty_response.jsonl": '{"prompt": "q", "response": "  "}\n' * 3,
+        "user_last.jsonl": '{"messages": [{"role": "user", "content": "q"}]}\n' * 3,
+    }
+    for name, text in files.items():
+        (root / name).write_text(text)
+    return root
+
+
+def _job(overrides: tuple[str, ...], data_dir: Path) -> list[str]:
+    """The tiny model unless the row picks a model; ``{data}`` filled in."""
+    base = [] if any(o.startswith("model=") for o in overrides) else ["model=tiny_llama"]
+    return base + [o.format(data=data_dir) for o in overrides]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
+def test_bad_input_fails_with_one_line_naming_it(overrides, message, data_dir):
+    with pytest.raises(ConfigError) as err:
+        compose_checked(_job(overrides, data_dir))
+    text = str(err.value)
+    assert message.format(data=data_dir) in text
+    assert "\n" not in text and "Traceback" not in text
+
+
+def test_the_list_is_long_and_has_no_duplicates():
+    keys = [o for o, _ in BAD_INPUTS]
+    assert len(keys) == len(set(keys)) >= 25
+
+
+CLI_CASES = [
+    (("adapter=foo",), f"qtha: error: adapter='foo' is unknown; allowed: {', '.join(group_options('adapter'))}"),
+    (("quantum=default_qubit", "quantum.device=default.mixed", "quantum.diff_method=adjoint"),
+     "qtha: error: quantum.diff_method=adjoint is not supported by quantum.device=default.mixed"),
+    ((*JSONL, "data.path={data}/malformed.jsonl"), "qtha: error: {data}/malformed.jsonl:3: invalid JSON"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), CLI_CASES, ids=[" ".join(o) for o, _ in CLI_CASES])
+def test_cli_exits_2_with_a_single_line(overrides, message, data_dir, tmp_path):
+    proc = run_cli(_job(overrides, data_dir), tmp_path, timeout=180)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message.format(data=data_dir)), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "results").exists()

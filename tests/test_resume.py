@@ -1,0 +1,72 @@
+"""resume=true: a run killed mid-training continues from its last checkpoint to the uninterrupted result."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+from conftest import run_cli, tiny_overrides
+from qtha.checkpoint import checkpoint_dir
+from qtha.compose import compose_checked
+from qtha.results import record_path
+from qtha.train import train
+
+# 16 rows / batch 2 = 8 batches per epoch: the kill at step 10 lands mid-way through the second
+# epoch, after the checkpoint (and validation) of step 10; dropout makes the RNG state matter.
+RUN = ("trainer.max_steps=12", "trainer.checkpoint_every=5", "adapter.dropout=0.1", "trainer.lr=3e-3",
+       "eval.enabled=false")
+
+
+def _curve(record, kind: str) -> tuple[list[int], list[float]]:
+    """Steps and values of ``train_loss`` or ``val_loss`` in a record's history."""
+    points = [(h["step"], h[kind]) for h in record.metrics["history"] if kind in h]
+    return [s for s, _ in points], [v for _, v in points]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+    straight = tiny_overrides(tmp_path / "straight", *RUN)
+    reference = train(compose_checked(straight), straight)
+
+    overrides = tiny_overrides(tmp_path / "killed", *RUN)
+    proc = run_cli([*overrides, "trainer.kill_at_step=10"], tmp_path)
+    assert proc.returncode == -9, proc.stderr[-3000:]  # SIGKILL: no clean-up ran
+    cfg = compose_checked([*overrides, "resume=true"])
+    (record_file,) = (tmp_path / "killed" / "results" / "runs").rglob("*.json")
+    assert json.loads(record_file.read_text())["status"] == "running"
+    ckpt = torch.load(checkpoint_dir(cfg.work_dir, cfg.name, record_file.stem) / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 10 and ckpt["optimizer_states"] and ckpt["lr_schedulers"]
+    assert ckpt["state_dict"] and all("lora_" in k for k in ckpt["state_dict"])  # no frozen weights
+
+    resumed = train(cfg, [*overrides, "resume=true"])
+    assert resumed.status == "ok" and resumed.run_key == record_file.stem
+    assert resumed.resumed_from and resumed.resumed_from.endswith("last.ckpt")
+    assert len(list(record_file.parent.glob("*.json"))) == 1          # the same record, rewritten
+    assert _curve(resumed, "train_loss")[0] == list(range(12))        # continuous, nothing repeated
+    for kind in ("train_loss", "val_loss"):
+        (steps, values), (ref_steps, ref_values) = _curve(resumed, kind), _curve(reference, kind)
+        assert steps == ref_steps and values == pytest.approx(ref_values, rel=1e-5), kind
+    for key in ("loss", "ppl", "train_loss", "steps"):
+        assert resumed.metrics[key] == pytest.approx(reference.metrics[key], rel=1e-5), key
+
+
+def test_resume_without_a_checkpoint_starts_from_scratch(tmp_path, caplog):
+    overrides = tiny_overrides(tmp_path, "trainer.max_steps=2", "eval.enabled=false", "resume=true")
+    with caplog.at_level(logging.WARNING, logger="qtha"):
+        record = train(compose_checked(overrides), overrides)
+    assert any("resume=true but no checkpoint at" in m and "starting from scratch" in m for m in caplog.messages)
+    assert record.status == "ok" and record.resumed_from is None and record.metrics["steps"] == 2
+    assert record_path(tmp_path / "results", "default", record.run_key).is_file()
+
+
+def test_a_fresh_start_removes_a_stale_checkpoint(tmp_path):
+    """Without resume=true the run starts over, so a later resume can never pick up an older attempt."""
+    overrides = tiny_overrides(tmp_path, "trainer.max_steps=0", "eval.enabled=false")
+    cfg = compose_checked(overrides)
+    stale = checkpoint_dir(cfg.work_dir, cfg.name, train(cfg, overrides).run_key) / "last.ckpt"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"older attempt")
+    train(compose_checked([*overrides, "force=true"]), overrides)
+    assert not stale.exists()
