@@ -8,6 +8,10 @@ b = B_lin(o) · Δ = MPO_B(b) (m → d_out, last core zero ⇒ Δ = 0 at init) �
 d_in → ·, the full fusion W_q q + W_c c, B_lin · → d_out zero-init), ``qnn`` (quantum branch
 only: o = W_q q), ``full``.
 
+Speed: the maps on either side of the QNN are linear, so MPO_A and A_lin (and B_lin and MPO_B) run as
+one product matrix whenever that costs fewer multiply-adds (:func:`_fold`): the tokens then see a d×r
+map, like LoRA's, instead of the d×m MPO map (m = 256 would cost about as much as the frozen q_proj).
+
 Width convention: the QNN reads c as rotation angles, so c has one entry per qubit
 (n_q, default r); the fusion matrices map back to r (W_q, W_c ∈ R^{r×n_q}). With the
 default n_q = r this is exactly the SPEC's r×r fusion, and a qubit-count sweep at fixed
@@ -15,6 +19,7 @@ rank stays well defined.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar, Optional
 
 import torch
@@ -35,6 +40,37 @@ def _widths(cfg: QTHAConfig, d_in: int, d_out: int) -> tuple[int, int, int]:
     width_c = (cfg.n_qubits or cfg.rank) if cfg.variant in _USES_QNN else cfg.rank
     uses_mpo = cfg.variant in _USES_MPO
     return (cfg.bottleneck if uses_mpo else d_in), width_c, (cfg.bottleneck if uses_mpo else d_out)
+
+
+def _fold(n_tokens: int, d_out: int, inner: int, d_in: int) -> bool:
+    """Whether two linear maps (d_out × inner)(inner × d_in) are cheaper applied as their product: forming it
+    costs inner·d_in·d_out multiply-adds per call and applying it N·d_in·d_out, against N·inner·(d_in + d_out)
+    for one map after the other. With a rank r ≪ bottleneck m on one side (A_lin after MPO_A, B_lin before
+    MPO_B), the tokens then see a d×r map instead of a d×m one: from N ≈ r tokens on."""
+    return inner * d_in * d_out + n_tokens * d_in * d_out < n_tokens * inner * (d_in + d_out)
+
+
+def _product(left: nn.Module, right: nn.Module) -> Tensor:
+    """The matrix of left ∘ right, one an MPO and the other a thin ``nn.Linear``. The MPO is never
+    materialised: the linear's r rows (columns) go through its cores instead (r "tokens")."""
+    return right.contract(left.weight, transposed=True) if isinstance(right, MPO) else left.contract(right.weight.T).T
+
+
+def _chain(left: Optional[nn.Module], right: Optional[nn.Module], x: Tensor, n_tokens: int) -> Tensor:
+    """left(right(x)) for an MPO and a bias-free ``nn.Linear`` (either may be None = identity), as one
+    product matrix when :func:`_fold` finds it cheaper — the same map, by associativity, recomputed on
+    every call so gradients reach both factors. The product is formed in the adapter dtype, outside
+    autocast: it is small, and a bf16 autocast would only add casts of every core."""
+    if left is None:
+        return right(x)
+    if right is None:
+        return left(x)
+    if not _fold(n_tokens, left.out_features, left.in_features, right.in_features):
+        return left(right(x))
+    dev = x.device.type
+    with torch.autocast(dev, enabled=False) if torch.amp.is_autocast_available(dev) else contextlib.nullcontext():
+        weight = _product(left, right)
+    return nn.functional.linear(x, weight)
 
 
 class QTHALayer(AdapterLayer):
@@ -67,15 +103,14 @@ class QTHALayer(AdapterLayer):
             nn.init.zeros_(self.B_lin.weight)
 
     def delta(self, x: Tensor) -> Tensor:
-        a = self.mpo_A(x) if hasattr(self, "mpo_A") else x
-        if self.variant == "mpo":
-            return self.mpo_B(a)
-        c = self.A_lin(a)
+        n_tokens = x.numel() // x.shape[-1]
+        if self.variant == "mpo":  # two m-wide maps: their product is no thinner, so never folded
+            return self.mpo_B(self.mpo_A(x))
+        c = _chain(self.A_lin, getattr(self, "mpo_A", None), x, n_tokens)
         o = self.W_c(c) if hasattr(self, "W_c") else 0
         if hasattr(self, "W_q"):
             o = o + self.W_q(self.qnn(c).to(c.dtype))
-        b = self.B_lin(o)
-        return self.mpo_B(b) if hasattr(self, "mpo_B") else b
+        return _chain(getattr(self, "mpo_B", None), self.B_lin, o, n_tokens)
 
     @classmethod
     def num_params(cls, cfg: QTHAConfig, d_in: int, d_out: int) -> int:

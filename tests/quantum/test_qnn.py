@@ -341,6 +341,26 @@ def test_registered_pennylane_ansatz_gets_the_torch_fast_path(name, fn, shape_fn
         ANSATZE.pop(name, None)
 
 
+@pytest.mark.parametrize("name,n_qubits,n_layers", [("qtha", 5, 3), ("qtha", 9, 2), ("hea", 4, 3), ("hea", 7, 2),
+                                                     ("rx_cz", 3, 2), ("rx_cz", 4, 3), ("mixed", 3, 2)])
+def test_diagonal_data_rewrite_matches_the_per_wire_path(name, n_qubits, n_layers):
+    """Per-token RX / RY rewritten as basis change · RZ · change back: every data pass is diagonal, and
+    values and gradients match the per-wire 2×2 path on both fixed-block paths."""
+    fn, shape_fn = {"qtha": (qtha_ansatz, lambda n, L: (L, 4, n)), "hea": (hea_ansatz, lambda n, L: (L, 1, n)),
+                    "rx_cz": (_rx_cz_ansatz, lambda n, L: (L, 2, n)),
+                    "mixed": (_mixed_ansatz, lambda n, L: (L, 3))}[name]
+    wshape = shape_fn(n_qubits, n_layers)
+    new = torchsim.build_plan(fn, n_qubits, wshape)
+    old = torchsim.build_plan(fn, n_qubits, wshape, diagonal_data=False)
+    assert any(b.data for b in new.blocks) and all(p.kind == "diag" for b in new.blocks if b.data for p in b.passes)
+    seed, x, w, g = _draw(9, n_qubits, wshape)
+    ct = torch.randn(9, n_qubits, generator=g, dtype=F64)
+    ref = _value_and_grads(lambda a, b: torchsim.simulate(old, a, b, "gates"), x, w, ct)
+    for mode in ("gates", "unitary"):
+        got = _value_and_grads(lambda a, b: torchsim.simulate(new, a, b, mode), x, w, ct)
+        _assert_agree(got, ref, f"diagonal re-uploads vs per-wire ({name}, n={n_qubits}, L={n_layers}, {mode})", seed)
+
+
 def test_affine_angle_map_is_recorded():
     plan = torchsim.build_plan(_rx_cz_ansatz, 2, (1, 2, 2))
     rz = [g for g in plan.gates if g.name == "RZ"]

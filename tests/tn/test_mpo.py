@@ -214,7 +214,9 @@ def test_cost_model_formulas_on_a_small_case():
     w = MEMORY_WEIGHT
     # arithmetic + twice the intermediates (4·3·2 after core 1, 20·1 after core 2) at the memory weight
     assert costs["sequential"] == 10 * ((1 * 2 * 4 * 6 + 2 * 1 * 20 * 3) + w * 2 * (4 * 3 * 2 + 20 * 1))
-    assert costs["dense"] == (1 * 4 * 2 * 2 + 4 * 2 * 2 * 5 * 3 * 1) + 10 * (6 * 20 + w * (6 + 20))
+    # building W: arithmetic, and twice each build step's result (4·2·2 after core 1, 20·6·1 after core 2)
+    assert costs["dense"] == (1 * 4 * 2 * 2 + 4 * 2 * 2 * 5 * 3 * 1) + w * 2 * (4 * 2 * 2 + 20 * 6 * 1) \
+        + 10 * (6 * 20 + w * (6 + 20))
 
 
 def test_cost_model_decisions():
