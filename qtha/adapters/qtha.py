@@ -60,12 +60,13 @@ def _chain(left: Optional[nn.Module], right: Optional[nn.Module], x: Tensor, n_t
     """left(right(x)) for an MPO and a bias-free ``nn.Linear`` (either may be None = identity), as one
     product matrix when :func:`_fold` finds it cheaper — the same map, by associativity, recomputed on
     every call so gradients reach both factors. The product is formed in the adapter dtype, outside
-    autocast: it is small, and a bf16 autocast would only add casts of every core."""
+    autocast: it is small, and a bf16 autocast would only add casts of every core. Without gradients
+    (evaluation, generation) the MPO applies its cached matrix in one op, cheaper than re-forming it."""
     if left is None:
         return right(x)
     if right is None:
         return left(x)
-    if not _fold(n_tokens, left.out_features, left.in_features, right.in_features):
+    if not torch.is_grad_enabled() or not _fold(n_tokens, left.out_features, left.in_features, right.in_features):
         return left(right(x))
     dev = x.device.type
     with torch.autocast(dev, enabled=False) if torch.amp.is_autocast_available(dev) else contextlib.nullcontext():

@@ -32,6 +32,8 @@ def test_folded_maps_give_the_same_delta_and_gradients(variant, monkeypatch):
     x, ct = torch.randn(2, 30, 48, dtype=F64), torch.randn(2, 30, 8, dtype=F64)
     assert qtha_module._fold(60, 3, 16, 48) and qtha_module._fold(60, 8, 16, 3)
     folded = _value_and_grads(layer, x, ct)
+    with torch.no_grad():  # no gradients: never folded (the MPOs serve their cached matrices)
+        torch.testing.assert_close(layer.delta(x), folded[0], rtol=1e-10, atol=1e-12)
     monkeypatch.setattr(qtha_module, "_fold", lambda *dims: False)
     in_turn = _value_and_grads(layer, x, ct)
     for a, b in zip(folded, in_turn):
