@@ -67,6 +67,17 @@ def contended(start: Sequence[float], samples: Sequence[Sequence[float]], own_th
     return start[0] > LOAD_THRESHOLD or any(s[0] > LOAD_THRESHOLD + own_threads for s in samples)
 
 
+def contention_note(report: dict[str, Any], cpus: int, suffix: str = "") -> list[str]:
+    """The markdown warning that absolute times were taken on a shared machine (nothing when it was quiet)."""
+    if not report["contended"]:
+        return []
+    load = report["load_average"]
+    later = [v[0] for v in load.get("samples", [])] + list(load.get("end", [])[:1])
+    return [f"**Measured while other jobs ran** (1-min load average {load['start'][0]} at the start, up to "
+            f"{max(later, default=load['start'][0])} later, on {cpus} CPUs): absolute times are inflated and "
+            f"noisy{suffix}.", ""]
+
+
 def run_info(argv: Sequence[str]) -> dict[str, Any]:
     """Provenance of one benchmark run: command, time, git sha, versions, machine and its load."""
     env = environment()

@@ -31,8 +31,8 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from _common import (contended, load_average, md_table, peak_rss_mb, round_robin, run_info, summarize,
-                     write_outputs)
+from _common import (contended, contention_note, load_average, md_table, peak_rss_mb, round_robin, run_info,
+                     summarize, write_outputs)
 from qtha.quantum import QNN
 
 F32, F64 = torch.float32, torch.float64
@@ -165,7 +165,6 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{max(ag['torch64_vs_lightning.qubit'].values()):.1e}"])
     table = md_table(["n", "L", "N", "torch f32 (s)", "torch f64 (s)", "default.qubit (s)", "lightning.qubit (s)",
                       "dq/t32", "dq/t64", "lq/t32", "lq/t64", "err dq", "err lq"], rows)
-    load = report["load_average"]
     lines = [
         "# QNN forward+backward: torch kernel vs PennyLane",
         "",
@@ -180,10 +179,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{s['max_rel_err']['torch32_vs_default.qubit']:.1e}, not gated).",
         "",
     ]
-    if report["contended"]:
-        lines += [f"**Measured while other jobs ran** (1-min load average {load['start'][0]} at the start, "
-                  f"up to {max(v[0] for v in load['samples'])} during, on {env['cpus_available']} CPUs): "
-                  "absolute times are inflated and noisy.", ""]
+    lines += contention_note(report, env["cpus_available"])
     lines += [
         f"Ansatz `{report['config']['ansatz']}`; one call = forward over N tokens + backward of "
         "Σ outputs ⊙ cotangent w.r.t. inputs and weights. Times: median [IQR] over "

@@ -39,7 +39,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from _common import contended, load_average, md_table, peak_rss_mb, round_robin, run_info, summarize, write_outputs
+from _common import (contended, contention_note, load_average, md_table, peak_rss_mb, round_robin, run_info,
+                     summarize, write_outputs)
 from qtha.adapters import count_trainable, inject_adapters, save_adapter
 from qtha.backbone import load_backbone, meta_model
 from qtha.compose import compose_checked
@@ -225,12 +226,8 @@ def markdown(report: dict[str, Any]) -> str:
     verdicts = [f"- {t['target']} ({t['adapter']}): **{'met' if t['met'] else 'missed'}** (ratio {t['ratio']:.3f}"
                 + (f"; matmul-FLOP floor {t['flop_floor']:.3f})" if "flop_floor" in t else ")")
                 for t in report["targets"]]
-    load = report["load_average"]
     lines = ["# One training step per adapter", "", *verdicts, ""]
-    if report["contended"]:
-        lines += [f"**Measured while other jobs ran** (1-min load average {load['start'][0]} at the start, "
-                  f"{load['end'][0]} at the end, on {env['cpus_available']} CPUs): absolute times are inflated "
-                  "and noisy; the ratios come from interleaved steps.", ""]
+    lines += contention_note(report, env["cpus_available"], "; the ratios come from interleaved steps")
     lines += [
         f"{what}; precision {cfg['precision']}; step = forward + backward + AdamW (none: forward + backward to "
         f"the inputs, no optimiser). Median [IQR] over {cfg['steps']} round-robin steps per adapter after one "
