@@ -1,12 +1,17 @@
 """Run one paper table/figure: ``python experiments/run.py <name> [extra overrides…]``.
 
-Each ``experiments/<name>.yaml`` holds the sweep's overrides and the report to regenerate
-(both also spelled out as commands in its header comment). This script runs the sweep with
-``python -m qtha.run -m`` and then ``python -m qtha.report <report>``; finished runs are
-skipped by the run records, so an interrupted sweep resumes where it stopped.
+Each ``experiments/<name>.yaml`` holds the sweep's overrides, optional re-evaluations
+(``evaluate: {tag: overrides}``, e.g. the same adapters with a noisy QNN) and the report to
+regenerate (all also spelled out as commands in its header comment). This script runs the
+sweep with ``python -m qtha.run -m``, then ``python -m qtha.eval <record> <overrides> --tag
+<tag>`` for every finished record of the experiment that lacks that tag, then
+``python -m qtha.report <report>``. Finished runs and evaluations are skipped by the
+records, so an interrupted experiment resumes where it stopped. Extra overrides apply to
+the sweep only.
 """
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
@@ -15,6 +20,7 @@ from pathlib import Path
 import yaml
 
 HERE = Path(__file__).resolve().parent
+RESULTS = HERE.parent / "results"
 
 
 def load(name: str) -> dict:
@@ -31,15 +37,34 @@ def commands(name: str, extra: list[str]) -> list[list[str]]:
             [sys.executable, "-m", "qtha.report", spec["report"]]]
 
 
+def evaluations(name: str, results: Path = RESULTS) -> list[list[str]]:
+    """The re-evaluations still missing: every finished record of the experiment × every ``evaluate`` tag."""
+    spec = load(name)
+    wanted = spec.get("evaluate") or {}
+    todo = []
+    for path in sorted((results / "runs" / spec["report"]).glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("status") != "ok":
+            continue
+        done = {e.get("tag") for e in record.get("evaluations") or []}
+        todo += [[sys.executable, "-m", "qtha.eval", str(path), *shlex.split(overrides), "--tag", tag]
+                 for tag, overrides in wanted.items() if tag not in done]
+    return todo
+
+
+def _call(cmd: list[str]) -> int:
+    print("+", shlex.join(cmd[1:]), flush=True)
+    return subprocess.call(cmd, cwd=HERE.parent)
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         raise SystemExit("usage: python experiments/run.py <name> [overrides…]")
-    for cmd in commands(argv[0], argv[1:]):
-        print("+", shlex.join(cmd[1:]), flush=True)
-        code = subprocess.call(cmd, cwd=HERE.parent)
-        if code:
-            return code
-    return 0
+    sweep, report = commands(argv[0], argv[1:])
+    code = _call(sweep)
+    for cmd in [*evaluations(argv[0]), report]:  # evaluations are listed once the sweep's records exist
+        code = code or _call(cmd)
+    return code
 
 
 if __name__ == "__main__":

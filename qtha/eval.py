@@ -5,7 +5,8 @@ record, loads the saved adapter weights, recomputes validation loss / perplexity
 generation metrics, and appends the result to the record's ``evaluations`` list (the
 original metrics stay untouched; the record is rewritten atomically). Overrides are dotted
 keys applied to the recorded config — e.g. ``eval.limit=8``, ``eval.max_new_tokens=256``,
-``data.test_size=64`` or a different quantum backend for the QNN branch
+``data.test_size=64`` or a different quantum execution for the QNN branch, either a preset
+of ``conf/quantum`` (``quantum=noisy_paper_low``, ``quantum=shots_1000``) or single keys
 (``quantum.backend=pennylane quantum.device=default.mixed``). Keys that would change the
 trained weights' shapes (``model.*``, ``adapter.*``) are refused.
 """
@@ -24,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from qtha import offline
-from qtha.config import ConfigError, RunConfig, validate
+from qtha.compose import CONF_DIR, group_options
+from qtha.config import ConfigError, QuantumConfig, RunConfig, validate
 from qtha.results import RunRecord, atomic_write_text, git_sha, load_record, predictions_path, versions
 
 FROZEN_PREFIXES = ("model.", "adapter.")
@@ -57,8 +59,18 @@ def _parse_override(text: str) -> tuple[str, Any]:
     key, value = text.split("=", 1)
     if any(key.startswith(p) for p in FROZEN_PREFIXES):
         raise ConfigError(f"{key} cannot change at evaluation (the saved weights fix it); allowed: eval.*, "
-                          "data.*, quantum.*, trainer.precision, seed")
+                          "data.*, quantum=<preset>, quantum.*, trainer.precision, seed")
     return key, yaml.safe_load(value) if value else None
+
+
+def _quantum_preset(name: Any) -> DictConfig:
+    """``quantum=<name>``: the whole QNN execution from ``conf/quantum/<name>.yaml``, over the schema defaults."""
+    allowed = group_options("quantum")
+    if name not in allowed:
+        raise ConfigError(f"quantum={name!r} is unknown; allowed: {', '.join(allowed)}")
+    preset = yaml.safe_load((CONF_DIR / "quantum" / f"{name}.yaml").read_text(encoding="utf-8")) or {}
+    preset.pop("defaults", None)
+    return OmegaConf.merge(OmegaConf.structured(QuantumConfig), preset)
 
 
 def build_config(record: dict[str, Any], overrides: list[str]) -> DictConfig:
@@ -67,6 +79,9 @@ def build_config(record: dict[str, Any], overrides: list[str]) -> DictConfig:
     OmegaConf.set_struct(cfg, True)
     for text in overrides:
         key, value = _parse_override(text)
+        if key == "quantum":
+            cfg.quantum = _quantum_preset(value)
+            continue
         try:
             OmegaConf.update(cfg, key, value, merge=True)
         except OmegaConfBaseException as exc:

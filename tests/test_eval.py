@@ -115,6 +115,18 @@ def test_bad_evaluation_overrides_are_one_line_errors(trained, capsys, args, mes
     assert message in err and len(err.splitlines()) == 1
 
 
+def test_quantum_preset_replaces_the_whole_qnn_execution(trained):
+    _, cfg, record = trained
+    saved = load_record(record_path(cfg.results_dir, cfg.name, record.run_key))
+    noisy = qeval.build_config(saved, ["quantum=noisy_paper_low"]).quantum
+    assert (noisy.backend, noisy.device, noisy.noise, noisy.p1, noisy.p2) == ("pennylane", "default.mixed",
+                                                                             "depolarizing", 0.01, 0.01)
+    shots = qeval.build_config(saved, ["quantum=noisy_paper_low", "quantum=shots_1000"]).quantum
+    assert (shots.device, shots.shots, shots.noise, shots.readout) == ("default.qubit", 1000, "none", None)
+    with pytest.raises(ConfigError, match="quantum='noisy' is unknown; allowed: .*noisy_paper_high"):
+        qeval.build_config(saved, ["quantum=noisy"])
+
+
 def test_unknown_targets_are_one_line_errors(tmp_path, capsys):
     assert qeval.main([str(tmp_path / "missing.json")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shlex
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from qtha.compose import check_jobs
+from qtha import eval as qeval
+from qtha.compose import check_jobs, compose_checked, expand_sweeps
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 spec = importlib.util.spec_from_file_location("experiments_run", EXPERIMENTS / "run.py")
@@ -29,3 +32,19 @@ def test_runner_builds_sweep_then_report_and_rejects_unknown_names():
     assert report[2:] == ["qtha.report", "design_card"]
     with pytest.raises(SystemExit, match="'nope' is unknown; allowed: .*design_card"):
         runner.load("nope")
+
+
+def test_evaluations_cover_each_finished_record_once_and_every_preset_validates(tmp_path, shared_data):
+    spec = runner.load("noise_eval")
+    runs = tmp_path / "runs" / spec["report"]
+    runs.mkdir(parents=True)
+    job = expand_sweeps(shlex.split(spec["sweep"]))[0]
+    config = OmegaConf.to_container(compose_checked(job), resolve=True)
+    (runs / "a.json").write_text(json.dumps({"status": "ok", "config": config,
+                                             "evaluations": [{"tag": "shots_1000", "metrics": {}}]}))
+    (runs / "b.json").write_text(json.dumps({"status": "failed", "config": config, "evaluations": []}))
+    todo = runner.evaluations("noise_eval", tmp_path)
+    assert [(Path(c[3]).name, c[-1]) for c in todo] == [("a.json", t) for t in spec["evaluate"] if t != "shots_1000"]
+    for cmd in todo:                                   # each override set applies to the recorded config
+        qeval.build_config({"config": config}, cmd[4:-2])
+    assert runner.evaluations("design_card", tmp_path) == []

@@ -2,7 +2,8 @@
 
 Built on ``matplotlib.figure.Figure`` directly (Agg canvas, no pyplot state), so the report
 runs headless and a notebook can display the very objects the report saves. Only finished
-runs of the adapters themselves are plotted (re-evaluations and failures live in the tables).
+runs are plotted; re-evaluations (e.g. the same adapter with a noisy QNN) get a figure of
+their own beside the loss as trained, and failures live in the tables.
 """
 from __future__ import annotations
 
@@ -116,12 +117,32 @@ def params_vs_metric(summary: pd.DataFrame, experiment: str) -> Figure | None:
     return fig
 
 
+def reevaluations(summary: pd.DataFrame, experiment: str) -> Figure | None:
+    """Eval loss as trained vs under each re-evaluation tag (exact vs finite-shot vs noisy QNN), mean ± std."""
+    rows = summary[summary.status == "ok"]
+    tags = ["", *sorted(t for t in rows.eval_tag.unique() if t)]
+    if len(tags) == 1:
+        return None
+    fig, (ax,) = _panels(1, f"{experiment}: eval loss as trained vs re-evaluated (mean over seeds)")
+    for (adapter, setting), group in rows.groupby(["adapter", "setting"], sort=True):
+        if group.eval_tag.eq("").all():
+            continue
+        group = group.set_index("eval_tag").reindex(tags).dropna(subset=["loss_mean"])
+        ax.errorbar([tags.index(t) for t in group.index], group.loss_mean, yerr=group.loss_std.fillna(0), marker="o",
+                    capsize=3, label=f"{adapter} [{setting}]" if setting else adapter, color=_color(adapter))
+    ax.set_xticks(range(len(tags)), ["as trained", *tags[1:]], rotation=20, fontsize=7)
+    ax.set(ylabel=EVAL_LOSS.label)
+    ax.legend(fontsize=7)
+    return fig
+
+
 def build(summary: pd.DataFrame, history: pd.DataFrame, experiment: str) -> dict[str, Figure]:
     """Every figure this experiment's records support, by file-name suffix."""
     candidates = {
         "loss_curves": loss_curves(history, experiment),
         "vs_data_size": metric_vs(summary, "data_size", "data.size", experiment, log_x=True),
         "params_vs_metric": params_vs_metric(summary, experiment),
+        "vs_evaluation": reevaluations(summary, experiment),
         **{f"vs_{knob}": metric_vs(summary, knob, override, experiment) for knob, override in KNOBS.items()},
     }
     return {name: fig for name, fig in candidates.items() if fig is not None}
