@@ -4,10 +4,13 @@ Verdicts are computed, never typed by hand: ``reproduced`` (the effect reaches t
 size somewhere), ``not reproduced`` (measured on the paper's 7B models and smaller),
 ``not at this scale`` (measured only on smaller models or shorter runs, and smaller),
 ``not measurable here`` (no comparable QTHA/LoRA records, or the metric sits at its floor).
-Each verdict is followed by its evidence: experiment, setting, model, seeds and spread.
+Each verdict is followed by its evidence: experiment, setting, model, seeds and spread, and
+(with ≥ 2 seeds a side) the difference in standard errors, so an effect inside the seed
+noise is called that.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -32,6 +35,7 @@ class Effect:
     model: str
     where: str
     row: list[str]
+    noise: str = ""  # e.g. " (0.8 s.e., within seed noise)": the difference against the seed spread
 
 
 @dataclass(frozen=True)
@@ -62,11 +66,25 @@ def _spread(row: pd.Series, metric: Column) -> str:
     return f"{cell(row, metric)} (n={row['n']}; seeds {row['seeds']})"
 
 
+def _noise(qtha: pd.Series, lora: pd.Series, metric: Column) -> str:
+    """The QTHA − LoRA difference in standard errors of the seed spread (needs ≥ 2 seeds on each side):
+    under 2 s.e. it cannot be told apart from reseeding."""
+    if min(qtha["n"], lora["n"]) < 2:
+        return ""
+    std_q, std_l = qtha[f"{metric.key}_std"], lora[f"{metric.key}_std"]
+    se = math.sqrt(std_q ** 2 / qtha["n"] + std_l ** 2 / lora["n"])
+    if not se > 0:
+        return ""
+    ratio = abs(qtha[f"{metric.key}_mean"] - lora[f"{metric.key}_mean"]) / se
+    return f" ({ratio:.1f} s.e.{', within seed noise' if ratio < 2 else ''})"
+
+
 def _effect(qtha: pd.Series, lora: pd.Series, metric: Column, value: float, text: str) -> Effect:
     setting = qtha["setting"] or "(defaults)"
+    noise = _noise(qtha, lora, metric)
     row = [qtha["experiment"], setting, str(qtha["model"]), str(qtha["data"]), str(qtha["max_steps"]),
-           _spread(qtha, metric), _spread(lora, metric), text]
-    return Effect(value, text, str(qtha["model"]), f"{qtha['experiment']} {setting} on {qtha['model']}", row)
+           _spread(qtha, metric), _spread(lora, metric), text + noise]
+    return Effect(value, text, str(qtha["model"]), f"{qtha['experiment']} {setting} on {qtha['model']}", row, noise)
 
 
 def _pct(value: float, better: str, worse: str) -> str:
@@ -84,15 +102,15 @@ def _judge(effects: list[Effect], threshold: float, unit: str) -> tuple[str, str
     """Verdict and reason from the largest effect, split by whether it was measured at the paper's scale."""
     best = max(effects, key=lambda e: e.value)
     if best.value >= threshold:
-        return "reproduced", f"largest effect {best.text} ({best.where}) reaches {threshold:g}{unit}"
+        return "reproduced", f"largest effect {best.text}{best.noise} ({best.where}) reaches {threshold:g}{unit}"
     at_scale = [e for e in effects if e.model in PAPER_MODELS]
     if at_scale:
         top = max(at_scale, key=lambda e: e.value)
-        return "not reproduced", (f"at the paper's scale the largest effect is {top.text} ({top.where}), "
+        return "not reproduced", (f"at the paper's scale the largest effect is {top.text}{top.noise} ({top.where}), "
                                   f"below {threshold:g}{unit}")
     models = ", ".join(sorted({e.model for e in effects}))
-    return "not at this scale", (f"largest effect {best.text} ({best.where}) is below {threshold:g}{unit}; "
-                                 f"measured only on {models}, not the paper's 7B models")
+    return "not at this scale", (f"largest effect {best.text}{best.noise} ({best.where}) is below "
+                                 f"{threshold:g}{unit}; measured only on {models}, not the paper's 7B models")
 
 
 def _verdict(claim: tuple[str, str, str], effects: list[Effect], threshold: float, unit: str, none_reason: str,

@@ -22,7 +22,10 @@ def test_fixture_verdicts(results_dir: Path):
     assert v["3"].verdict == "not measurable here" and "cpsycound" in v["3"].reason
     assert v["4"].verdict == "not measurable here" and "floor" in v["4"].reason
     assert ["design_card", "data.size=300", "smollm2_135m", "synthetic_math", "60", "0.8900 ± 0.0141 (n=2; seeds 1,2)",
-            "1.1000 ± 0.1000 (n=3; seeds 1,2,3)", "19.1% lower train loss"] in v["2"].evidence
+            "1.1000 ± 0.1000 (n=3; seeds 1,2,3)", "19.1% lower train loss (3.6 s.e.)"] in v["2"].evidence
+    # 0.96 vs 1.00: a difference of 0.04 against s.e. sqrt(0.0141²/2 + 0.1²/3) = 0.059
+    assert "4.0% lower train loss (0.7 s.e., within seed noise)" in [row[-1] for row in v["2"].evidence]
+    assert "(3.6 s.e.)" in v["2"].reason
 
 
 def test_without_7b_counts_the_parameter_claim_is_judged_at_the_run_scale(results_dir: Path):
