@@ -120,18 +120,19 @@ def params_vs_metric(summary: pd.DataFrame, experiment: str) -> Figure | None:
 def reevaluations(summary: pd.DataFrame, experiment: str) -> Figure | None:
     """Eval loss as trained vs under each re-evaluation tag (exact vs finite-shot vs noisy QNN), mean ± std."""
     rows = summary[summary.status == "ok"]
-    tags = ["", *sorted(t for t in rows.eval_tag.unique() if t)]
+    by_loss = rows[rows.eval_tag != ""].groupby("eval_tag").loss_mean.mean().sort_values(kind="stable")
+    tags = ["", *by_loss.index]  # re-evaluations from least to most degraded
     if len(tags) == 1:
         return None
-    fig, (ax,) = _panels(1, f"{experiment}: eval loss as trained vs re-evaluated (mean over seeds)")
+    fig, (ax,) = _panels(1, f"{experiment}: as trained vs re-evaluated")
     for (adapter, setting), group in rows.groupby(["adapter", "setting"], sort=True):
         if group.eval_tag.eq("").all():
             continue
         group = group.set_index("eval_tag").reindex(tags).dropna(subset=["loss_mean"])
         ax.errorbar([tags.index(t) for t in group.index], group.loss_mean, yerr=group.loss_std.fillna(0), marker="o",
-                    capsize=3, label=f"{adapter} [{setting}]" if setting else adapter, color=_color(adapter))
+                    linestyle="none", capsize=3, label=f"{adapter} [{setting}]" if setting else adapter, color=_color(adapter))
     ax.set_xticks(range(len(tags)), ["as trained", *tags[1:]], rotation=20, fontsize=7)
-    ax.set(ylabel=EVAL_LOSS.label)
+    ax.set(ylabel=f"{EVAL_LOSS.label} (mean ± std over seeds)")
     ax.legend(fontsize=7)
     return fig
 
