@@ -37,8 +37,11 @@ def commands(name: str, extra: list[str]) -> list[list[str]]:
             [sys.executable, "-m", "qtha.report", spec["report"]]]
 
 
-def evaluations(name: str, results: Path = RESULTS) -> list[list[str]]:
-    """The re-evaluations still missing: every finished record of the experiment × every ``evaluate`` tag."""
+def evaluations(name: str, results: Path = RESULTS, root: Path = HERE.parent) -> list[list[str]]:
+    """The re-evaluations still missing: every finished record of the experiment × every ``evaluate`` tag.
+
+    Records are named relative to ``root`` (where the commands run), so the paths that
+    ``qtha.eval`` writes into them stay valid in any clone."""
     spec = load(name)
     wanted = spec.get("evaluate") or {}
     todo = []
@@ -47,7 +50,8 @@ def evaluations(name: str, results: Path = RESULTS) -> list[list[str]]:
         if record.get("status") != "ok":
             continue
         done = {e.get("tag") for e in record.get("evaluations") or []}
-        todo += [[sys.executable, "-m", "qtha.eval", str(path), *shlex.split(overrides), "--tag", tag]
+        shown = path.relative_to(root) if path.is_relative_to(root) else path
+        todo += [[sys.executable, "-m", "qtha.eval", str(shown), *shlex.split(overrides), "--tag", tag]
                  for tag, overrides in wanted.items() if tag not in done]
     return todo
 

@@ -48,3 +48,12 @@ def test_evaluations_cover_each_finished_record_once_and_every_preset_validates(
     for cmd in todo:                                   # each override set applies to the recorded config
         qeval.build_config({"config": config}, cmd[4:-2])
     assert runner.evaluations("design_card", tmp_path) == []
+
+
+
+def test_evaluations_name_records_relative_to_where_they_run(tmp_path):
+    runs = tmp_path / "results" / "runs" / "noise_eval"
+    runs.mkdir(parents=True)
+    (runs / "a.json").write_text(json.dumps({"status": "ok", "evaluations": []}))
+    todo = runner.evaluations("noise_eval", tmp_path / "results", root=tmp_path)
+    assert [c[3] for c in todo] == ["results/runs/noise_eval/a.json"] * len(runner.load("noise_eval")["evaluate"])
