@@ -35,7 +35,7 @@ class Effect:
     model: str
     where: str
     row: list[str]
-    noise: str = ""  # e.g. " (0.8 s.e., within seed noise)": the difference against the seed spread
+    noise: str = ""  # " (0.8 s.e., within seed noise)" / " (single seed)": the difference against the seed spread
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,10 @@ def _spread(row: pd.Series, metric: Column) -> str:
 
 
 def _noise(qtha: pd.Series, lora: pd.Series, metric: Column) -> str:
-    """The QTHA − LoRA difference in standard errors of the seed spread (needs ≥ 2 seeds on each side):
-    under 2 s.e. it cannot be told apart from reseeding."""
+    """The QTHA − LoRA difference in standard errors of the seed spread (≥ 2 seeds on each side; else
+    "single seed"): under 2 s.e. it cannot be told apart from reseeding."""
     if min(qtha["n"], lora["n"]) < 2:
-        return ""
+        return " (single seed)"
     std_q, std_l = qtha[f"{metric.key}_std"], lora[f"{metric.key}_std"]
     se = math.sqrt(std_q ** 2 / qtha["n"] + std_l ** 2 / lora["n"])
     if not se > 0:
@@ -102,7 +102,8 @@ def _judge(effects: list[Effect], threshold: float, unit: str) -> tuple[str, str
     """Verdict and reason from the largest effect, split by whether it was measured at the paper's scale."""
     best = max(effects, key=lambda e: e.value)
     if best.value >= threshold:
-        return "reproduced", f"largest effect {best.text}{best.noise} ({best.where}) reaches {threshold:g}{unit}"
+        scale = "" if best.model in PAPER_MODELS else f"; measured on {best.model}, not the paper's 7B models"
+        return "reproduced", f"largest effect {best.text}{best.noise} ({best.where}) reaches {threshold:g}{unit}{scale}"
     at_scale = [e for e in effects if e.model in PAPER_MODELS]
     if at_scale:
         top = max(at_scale, key=lambda e: e.value)

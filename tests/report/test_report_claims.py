@@ -25,7 +25,13 @@ def test_fixture_verdicts(results_dir: Path):
             "1.1000 ± 0.1000 (n=3; seeds 1,2,3)", "19.1% lower train loss (3.6 s.e.)"] in v["2"].evidence
     # 0.96 vs 1.00: a difference of 0.04 against s.e. sqrt(0.0141²/2 + 0.1²/3) = 0.059
     assert "4.0% lower train loss (0.7 s.e., within seed noise)" in [row[-1] for row in v["2"].evidence]
-    assert "(3.6 s.e.)" in v["2"].reason
+    assert "(3.6 s.e.)" in v["2"].reason and "measured on smollm2_135m, not the paper's 7B models" in v["2"].reason
+
+
+def test_a_single_seed_effect_says_so(results_dir: Path):
+    df = records.frame(records.load(results_dir))
+    v = _verdicts(df[df.seed == 1])["2"]                    # QTHA 0.88 vs LoRA 1.00 at data.size=300, one seed each
+    assert v.verdict == "not at this scale" and "12.0% lower train loss (single seed)" in v.reason
 
 
 def test_without_7b_counts_the_parameter_claim_is_judged_at_the_run_scale(results_dir: Path):
