@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from qtha.results import atomic_write_text, environment, git_sha, versions
+from qtha.provenance import environment, git_sha, versions
+from qtha.results import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOAD_THRESHOLD = 1.5  # 1-min load average above which other jobs are taken to be running

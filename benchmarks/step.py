@@ -1,7 +1,7 @@
 """One training step (forward + backward + AdamW) per adapter: time, tokens/s, peak RSS, checkpoint size.
 
 Why: an adapter is only worth its accuracy if a step costs about what LoRA's does. Every adapter runs
-the same batch in the same precision as training (``qtha.train.resolve_precision``: bf16 autocast on
+the same batch in the same precision as training (``qtha.trainer.resolve_precision``: bf16 autocast on
 CPUs with native bf16), and every ratio is to LoRA measured in the same round-robin.
 
 * ``--model NAME`` (default ``smollm2_135m``, the embedded GGUF): the whole LM, a fixed batch of random
@@ -46,7 +46,7 @@ from qtha.backbone import load_backbone, meta_model
 from qtha.compose import compose_checked
 from qtha.data.formatting import IGNORE_INDEX
 from qtha.module import token_losses
-from qtha.train import resolve_precision
+from qtha.trainer import resolve_precision
 
 QTHA_VARIANTS = ("full", "mpo", "mpo_mlp", "mlp_qnn", "qnn")
 # benchmark name -> config overrides

@@ -2,22 +2,24 @@
 
 Each ``experiments/<name>.yaml`` holds the sweep's overrides, optional re-evaluations
 (``evaluate: {tag: overrides}``, e.g. the same adapters with a noisy QNN) and the report to
-regenerate (all also spelled out as commands in its header comment). This script runs the
-sweep with ``python -m qtha.run -m``, then ``python -m qtha.eval <record> <overrides> --tag
-<tag>`` for every finished record of the experiment that lacks that tag, then
-``python -m qtha.report <report>``. Finished runs and evaluations are skipped by the
-records, so an interrupted experiment resumes where it stopped. Extra overrides apply to
-the sweep only.
+regenerate (all also spelled out as commands in its header comment). This script rebuilds the
+project's evidence: it runs the sweep with ``python -m qtha.run -m … results_dir=results`` (the
+committed records; a plain ``python -m qtha.run`` writes to the git-ignored workspace), then
+``python -m qtha.eval <record> <overrides> --tag <tag>`` for every finished record of the
+experiment that lacks that tag, then ``python -m qtha.report <report>``. Finished runs of the
+same config and finished evaluations are skipped by the records, so an interrupted experiment
+resumes where it stopped. Extra overrides apply to the sweep only.
 """
 from __future__ import annotations
 
-import json
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+
+from qtha.results import load_record, record_files
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "results"
@@ -33,7 +35,7 @@ def load(name: str) -> dict:
 
 def commands(name: str, extra: list[str]) -> list[list[str]]:
     spec = load(name)
-    return [[sys.executable, "-m", "qtha.run", "-m", *shlex.split(spec["sweep"]), *extra],
+    return [[sys.executable, "-m", "qtha.run", "-m", *shlex.split(spec["sweep"]), "results_dir=results", *extra],
             [sys.executable, "-m", "qtha.report", spec["report"]]]
 
 
@@ -45,11 +47,11 @@ def evaluations(name: str, results: Path = RESULTS, root: Path = HERE.parent) ->
     spec = load(name)
     wanted = spec.get("evaluate") or {}
     todo = []
-    for path in sorted((results / "runs" / spec["report"]).glob("*.json")):
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if record.get("status") != "ok":
+    for path in record_files(results / "runs" / spec["report"]):
+        record = load_record(path)
+        if record.status != "ok":
             continue
-        done = {e.get("tag") for e in record.get("evaluations") or []}
+        done = {e.get("tag") for e in record.evaluations}
         shown = path.relative_to(root) if path.is_relative_to(root) else path
         todo += [[sys.executable, "-m", "qtha.eval", str(shown), *shlex.split(overrides), "--tag", tag]
                  for tag, overrides in wanted.items() if tag not in done]

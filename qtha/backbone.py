@@ -21,7 +21,11 @@ from filelock import FileLock
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-from qtha.config import DTYPES, MODEL_SOURCES, ConfigError, ModelConfig
+from qtha.config import ArchConfig, ModelConfig
+from qtha.errors import ConfigError, one_of, positive
+
+MODEL_SOURCES = ("gguf", "hub", "local", "tiny")
+DTYPES = ("float32", "bfloat16", "float16")
 
 # ChatML, as SmolLM2 uses it; also the fallback for a GGUF file that ships no template.
 CHATML_TEMPLATE = (
@@ -31,6 +35,46 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 TINY_SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|pad|>")
+
+
+# --------------------------------------------------------------------------- checks
+def check_model(cfg: ModelConfig, allow_hub: bool, needs_weights: bool = True) -> None:
+    """The ``model`` group's checks (one-line ConfigErrors), before any weight is read.
+
+    ``needs_weights=False`` (counting on the meta device) skips whether a hub model is reachable.
+    """
+    one_of("model.source", cfg.source, MODEL_SOURCES)
+    one_of("model.dtype", cfg.dtype, DTYPES)
+    if cfg.source == "hub" and not cfg.hub_id:
+        raise ConfigError(f"model={cfg.name!r} has source=hub but no model.hub_id")
+    if needs_weights and cfg.source == "hub" and not allow_hub and not _in_hf_cache(cfg.hub_id):
+        raise ConfigError(f"model={cfg.name} needs {cfg.hub_id}, which is not in the local Hugging Face "
+                          "cache and the hub is off; allowed: allow_hub=true (with internet) or an offline model "
+                          "(smollm2_135m, tiny_llama)")
+    if cfg.source == "local" and not cfg.path:
+        raise ConfigError(f"model={cfg.name!r} has source=local but no model.path")
+    if cfg.source == "gguf" and not (cfg.gguf_package or cfg.path):
+        raise ConfigError(f"model={cfg.name!r} has source=gguf but neither model.gguf_package nor model.path")
+    _check_arch(cfg.arch)
+
+
+def _check_arch(a: ArchConfig) -> None:
+    """Shapes the meta model is built from: a zero or a head count that does not divide crashes transformers."""
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "max_position_embeddings"):
+        positive(f"model.arch.{key}", getattr(a, key))
+    if a.vocab_size is not None:
+        positive("model.arch.vocab_size", a.vocab_size)
+    if a.hidden_size % a.num_attention_heads or a.num_attention_heads % a.num_key_value_heads:
+        raise ConfigError(f"model.arch: hidden_size={a.hidden_size}, num_attention_heads={a.num_attention_heads}, "
+                          f"num_key_value_heads={a.num_key_value_heads}; allowed: each divisible by the next")
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    """Whether a hub model can load offline (its config.json is in the local HF cache)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
 # --------------------------------------------------------------------------- public API

@@ -1,4 +1,6 @@
-"""Resumable checkpoints: ``work_dir/checkpoints/<name>/<run-key>/last.ckpt``, what ``resume=true`` continues from.
+"""Resumable checkpoints: ``work_dir/checkpoints/<name>/<config-hash>/last.ckpt``, what ``resume=true`` continues from.
+
+Keyed by the config hash, so a run can only ever resume a checkpoint of its own config.
 
 A checkpoint is Lightning's full training state minus the frozen weights: optimiser, scheduler,
 loop counters and the data position (:mod:`qtha.data.resumable`) from Lightning, adapter

@@ -1,24 +1,72 @@
-"""Compose configs outside ``@hydra.main`` and turn Hydra's errors into one line.
+"""The one way from words to a checked config: compose (as Hydra does), then every owner's checks.
 
-``python -m qtha.run`` checks every job of a (multi)run here *before* Hydra launches
-anything, so a typo in the fifth value of a sweep fails in a second with a message naming
-the value and what is allowed, instead of a traceback after four finished jobs.
+``python -m qtha.run`` composes and checks every job of a (multi)run here *before* Hydra
+launches anything, so a typo in the fifth value of a sweep fails in a second with a message
+naming the value and what is allowed, instead of a traceback after four finished jobs;
+``python -m qtha.eval`` composes a record's overrides plus the new ones through the same
+function. :func:`validate` is the orchestrator: each config group is checked by its owner, once
+per job, before any model or dataset is loaded.
 """
 from __future__ import annotations
 
 import itertools
 import re
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from qtha.config import ConfigError, register_configs, validate
+from qtha.adapters import ADAPTERS, check_adapter, expected_trainable
+from qtha.backbone import check_model, meta_model
+from qtha.config import DataConfig, LoggerConfig, ModelConfig, QuantumConfig, RunConfig, TrainerConfig
+from qtha.data import check_data
+from qtha.errors import ConfigError
+from qtha.evaluation import check_eval
+from qtha.loggers import check_logger
+from qtha.quantum import check_quantum
+from qtha.trainer import check_trainer
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # package data: a wheel carries it (``conf/`` links here)
+
+
+def register_configs() -> None:
+    """Store the schemas so YAML files can extend them (``defaults: [<name>_schema]``); the adapter
+    schemas come from the adapter registry."""
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    cs.store(group="quantum", name="quantum_schema", node=QuantumConfig)
+    for name, spec in ADAPTERS.items():
+        cs.store(group="adapter", name=f"{name}_schema", node=spec.config)
+
+
+def validate(cfg: Any, needs_weights: bool = True, trains: bool = True) -> None:
+    """Every owner checks its group (one-line :class:`ConfigError`), before any model is loaded.
+
+    ``needs_weights=False`` (parameter counting on the meta device) skips whether a hub model is
+    reachable; ``trains=False`` (re-evaluating a saved adapter) allows evaluation-only datasets.
+    The data check runs last: it may read the local data files (cached for the run itself).
+    """
+    check_model(cfg.model, allow_hub=cfg.allow_hub, needs_weights=needs_weights)
+    check_adapter(cfg.adapter)
+    check_trainer(cfg.trainer)
+    check_quantum(cfg.quantum)
+    check_eval(cfg.eval)
+    check_logger(cfg.logger)
+    if not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"seed={cfg.seed} is out of range; allowed: 0..{2**32 - 1}")
+    if not str(cfg.name) or "/" in str(cfg.name):
+        raise ConfigError(f"name={cfg.name!r} must be a non-empty folder name without '/'")
+    trained = ADAPTERS[cfg.adapter.name].layer is not None and cfg.trainer.max_steps > 0
+    check_data(cfg.data, allow_hub=cfg.allow_hub, trains=trains and trained)
 
 
 def group_options(group: str) -> list[str]:
@@ -87,21 +135,23 @@ def check_adapter_fits(cfg: DictConfig) -> dict[str, int]:
     one-line :class:`ConfigError` in a second instead of after loading a 7B checkpoint.
     Returns the expected trainable count per target module type.
     """
-    from qtha.adapters import expected_trainable
-    from qtha.backbone import meta_model
-
     try:
         return expected_trainable(meta_model(cfg.model), cfg.adapter)
     except ValueError as exc:
         raise ConfigError(" ".join(str(exc).split())) from exc
 
 
-def compose_checked(overrides: list[str], needs_weights: bool = True) -> DictConfig:
-    """Compose one job, validate it and size its adapters; any problem is a one-line :class:`ConfigError`."""
+def compose_job(overrides: list[str]) -> DictConfig:
+    """Compose one job exactly as ``python -m qtha.run`` would (no checks); errors in one line."""
     try:
-        cfg = _compose(overrides)
+        return _compose(overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(_one_line(exc, overrides)) from exc
+
+
+def compose_checked(overrides: list[str], needs_weights: bool = True) -> DictConfig:
+    """Compose one job, validate it and size its adapters; any problem is a one-line :class:`ConfigError`."""
+    cfg = compose_job(overrides)
     validate(cfg, needs_weights=needs_weights)
     check_adapter_fits(cfg)
     return cfg

@@ -1,22 +1,67 @@
-"""Evaluation by generation: greedy answers on the test rows, scored with ``qtha.metrics``.
+"""The measure step that training and re-evaluation share: validation, greedy generation, scoring.
 
-Used after training (``qtha.train``) and to re-evaluate a saved adapter (``python -m
-qtha.eval``), so both paths score the same way. Maths rows (with an ``answer``) are scored
-against the answer; dialogue rows against the final counsellor turn.
+``python -m qtha.run`` measures a trained model with :func:`measure`, ``python -m qtha.eval``
+a reloaded one, so both paths measure the same way. Maths rows (with an ``answer``) are scored
+against the answer; dialogue rows against the final counsellor turn. Under a multi-process
+strategy every process validates its shard (the module gathers the whole set) and only the
+global-zero process generates and scores.
 """
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
+from qtha.config import EvalConfig
 from qtha.data import Example
-from qtha.generation import generate
-from qtha.metrics import MATH_METRICS, NOTES, TEXT_METRICS, extract_answer, score
+from qtha.errors import ConfigError, one_of, positive
+from qtha.generation import Generation, generate
+from qtha.metrics import MATH_METRICS, METRIC_NAMES, NOTES, TEXT_METRICS, extract_answer, score
 from qtha.results import atomic_write_text
+
+if TYPE_CHECKING:
+    from qtha.build import Built
+
+
+def check_eval(e: EvalConfig) -> None:
+    """The ``eval`` group's checks: known metric names, positive budgets."""
+    for name in e.metrics or []:
+        one_of("eval.metrics", name, METRIC_NAMES)
+    for key in ("max_new_tokens", "batch_size"):
+        positive(f"eval.{key}", getattr(e, key))
+    if e.limit is not None and e.limit <= 0:
+        raise ConfigError(f"eval.limit={e.limit} must be > 0, or null for every test row")
+
+
+@dataclass
+class Measurement:
+    """What one measure step found: scalar metrics, the decoding record, predictions, seconds per phase."""
+
+    metrics: dict[str, float]
+    generation: Optional[dict[str, Any]] = None
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def validate(built: "Built") -> tuple[dict[str, float], float]:
+    """Validation loss and both perplexities over the whole validation set, and the seconds it took."""
+    start = time.perf_counter()
+    out = built.trainer.validate(built.module, datamodule=built.data, verbose=False)[0]
+    return {k.split("/")[-1]: float(v) for k, v in out.items()}, time.perf_counter() - start
+
+
+def measure(built: "Built", eval_cfg: EvalConfig, max_prompt_length: int) -> Measurement:
+    """Validate, then (``eval.enabled``, global-zero process only) generate and score the test rows."""
+    metrics, seconds = validate(built)
+    result = Measurement(metrics, timings={"validate_s": round(seconds, 3)})
+    if eval_cfg.enabled and built.trainer.is_global_zero:
+        generated = generate_and_score(built, eval_cfg, max_prompt_length)
+        result.metrics.update(generated.metrics)
+        result.generation, result.predictions = generated.generation, generated.predictions
+        result.timings.update(generated.timings)
+    return result
 
 
 def default_metrics(rows: Sequence[Example]) -> list[str]:
@@ -28,40 +73,53 @@ def _reference_text(row: Example) -> str:
     return row["messages"][-1]["content"] if row["messages"][-1]["role"] == "assistant" else ""
 
 
-def evaluate_generation(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: Sequence[Example],
-                        eval_cfg: Any, max_prompt_length: int,
-                        precision: str = "32-true") -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(metrics, one prediction row per test row) for the first ``eval.limit`` rows."""
-    rows = list(rows[: eval_cfg.limit] if eval_cfg.limit else rows)
+def generate_and_score(built: "Built", eval_cfg: EvalConfig, max_prompt_length: int) -> Measurement:
+    """Greedy answers for the first ``eval.limit`` test rows, scored; one prediction row per test row."""
+    rows = list(built.data.test_rows)
+    rows = rows[: eval_cfg.limit] if eval_cfg.limit else rows
     names = list(eval_cfg.metrics or default_metrics(rows))
+    precision = str(built.trainer.precision)
     start = time.perf_counter()
-    gens = generate(model, tokenizer, [r["messages"] for r in rows], max_new_tokens=eval_cfg.max_new_tokens,
+    gens = generate(built.model, built.tokenizer, [r["messages"] for r in rows], max_new_tokens=eval_cfg.max_new_tokens,
                     batch_size=eval_cfg.batch_size, max_prompt_length=max_prompt_length, precision=precision)
-    seconds = time.perf_counter() - start
+    generate_s = time.perf_counter() - start
+    start = time.perf_counter()
+    metrics = _scores(rows, gens, names)
+    score_s = time.perf_counter() - start
+    generation: dict[str, Any] = {
+        "rows": len(rows), "greedy": True, "max_new_tokens": eval_cfg.max_new_tokens,
+        "max_prompt_length": max_prompt_length, "batch_size": eval_cfg.batch_size, "precision": precision,
+        "metrics": names, "truncation_rate": round(sum(g.truncated for g in gens) / max(len(rows), 1), 4),
+        "mean_new_tokens": round(sum(g.new_tokens for g in gens) / max(len(rows), 1), 1),
+        "seconds": round(generate_s, 2),
+    }
+    if any(n in MATH_METRICS for n in names):
+        generation["metric_notes"] = NOTES
+    return Measurement(metrics, generation, _predictions(rows, gens),
+                       {"generate_s": round(generate_s, 3), "score_s": round(score_s, 3)})
+
+
+def _scores(rows: Sequence[Example], gens: Sequence[Generation], names: Sequence[str]) -> dict[str, float]:
     preds, truncated = [g.text for g in gens], [g.truncated for g in gens]
-    metrics: dict[str, Any] = {}
+    metrics: dict[str, float] = {}
     math_names = [n for n in names if n in MATH_METRICS]
     text_names = [n for n in names if n in TEXT_METRICS]
     if math_names:
         metrics.update(score(preds, [str(r.get("answer", "")) for r in rows], math_names, truncated=truncated))
-        metrics["metric_notes"] = NOTES
     if text_names:
         metrics.update(score(preds, [_reference_text(r) for r in rows], text_names))
-    metrics["generation"] = {
-        "rows": len(rows), "greedy": True, "max_new_tokens": eval_cfg.max_new_tokens,
-        "max_prompt_length": max_prompt_length, "batch_size": eval_cfg.batch_size, "precision": precision,
-        "truncation_rate": round(sum(truncated) / max(len(rows), 1), 4),
-        "mean_new_tokens": round(sum(g.new_tokens for g in gens) / max(len(rows), 1), 1),
-        "seconds": round(seconds, 2),
-    }
-    predictions = []
+    return metrics
+
+
+def _predictions(rows: Sequence[Example], gens: Sequence[Generation]) -> list[dict[str, Any]]:
+    out = []
     for i, (row, g) in enumerate(zip(rows, gens)):
         item = {"index": i, "id": row.get("id"), "lang": row.get("lang"), "reference": _reference_text(row),
                 "prediction": g.text, "truncated": g.truncated, "new_tokens": g.new_tokens}
         if row.get("answer") is not None:
             item.update(answer=str(row["answer"]), extracted=extract_answer(g.text))
-        predictions.append(item)
-    return metrics, predictions
+        out.append(item)
+    return out
 
 
 def write_predictions(path: Path, predictions: Sequence[dict[str, Any]]) -> Path:

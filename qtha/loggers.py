@@ -8,12 +8,26 @@ from typing import Any, Optional
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 from qtha.config import LoggerConfig
+from qtha.errors import ConfigError, one_of, positive
+
+LOGGER_KINDS = ("wandb", "csv", "none")
+WANDB_MODES = ("offline", "online", "disabled")
 
 
 def has_wandb_credentials() -> bool:
     """An API key in the environment or a netrc entry: never ask interactively."""
     netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     return bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
+
+
+def check_logger(cfg: LoggerConfig) -> None:
+    """The ``logger`` group's checks: known kind and mode, and credentials before an online run starts."""
+    one_of("logger.kind", cfg.kind, LOGGER_KINDS)
+    one_of("logger.mode", cfg.mode, WANDB_MODES)
+    positive("logger.timeout_s", cfg.timeout_s)
+    if cfg.kind == "wandb" and cfg.mode == "online" and not has_wandb_credentials():
+        raise ConfigError("logger.mode=online needs W&B credentials: set WANDB_API_KEY in the environment "
+                          "or run `wandb login`; allowed without them: logger.mode=offline|disabled")
 
 
 def build_logger(cfg: LoggerConfig, group: str, name: str, save_dir: Path,

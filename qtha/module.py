@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states  # Lightning's own, for its spawns
@@ -63,13 +64,20 @@ class AdapterLM(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, mask = self(batch)
-        mean = (loss * mask).sum() / mask.sum().clamp(min=1)
-        if not torch.isfinite(mean):  # stop here: every later step would be trained on garbage
-            raise FloatingPointError(f"loss became {float(mean)} at step {self.global_step}")
+        total, count = (loss * mask).sum(), mask.sum()
+        mean = total / count.clamp(min=1)
+        # The recorded loss is over every process's batch (token-weighted), and every process sees the
+        # same value, so a non-finite loss stops them all at once instead of leaving the others waiting.
+        seen = torch.stack([total.detach(), count.to(total.dtype)])
+        if self.trainer.world_size > 1:
+            seen = self.trainer.strategy.reduce(seen, reduce_op="sum")
+        step_loss = float(seen[0] / seen[1].clamp(min=1))
+        if not math.isfinite(step_loss):  # stop here: every later step would be trained on garbage
+            raise FloatingPointError(f"loss became {step_loss} at step {self.global_step}")
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self.log("train/loss", mean, prog_bar=True, batch_size=batch["input_ids"].size(0))
+        self.log("train/loss", step_loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
         self.log("train/lr", lr, batch_size=batch["input_ids"].size(0))
-        self.history.append({"step": self.global_step, "train_loss": float(mean.detach()), "lr": lr})
+        self.history.append({"step": self.global_step, "train_loss": step_loss, "lr": lr})
         return mean
 
     def on_validation_epoch_start(self) -> None:
@@ -77,21 +85,31 @@ class AdapterLM(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, mask = self(batch)
-        per_sample_sum = (loss * mask).sum(1)
-        per_sample_n = mask.sum(1)
-        self._val.append(torch.stack([per_sample_sum, per_sample_n.to(loss.dtype)], 1).detach())
+        per_sample_sum = (loss * mask).sum(1).double()
+        per_sample_n = mask.sum(1).double()
+        self._val.append(torch.stack([batch["index"].double(), per_sample_sum, per_sample_n], 1).detach())
 
     def on_validation_epoch_end(self) -> None:
-        rows = torch.cat(self._val)
-        rows = rows[rows[:, 1] > 0]
-        token_mean = rows[:, 0].sum() / rows[:, 1].sum()
-        sample_ppl = torch.exp(rows[:, 0] / rows[:, 1]).mean()
+        rows = self._whole_set(torch.cat(self._val))
+        rows = rows[rows[:, 2] > 0]
+        token_mean = rows[:, 1].sum() / rows[:, 2].sum()
+        sample_ppl = torch.exp(rows[:, 1] / rows[:, 2]).mean()
         # Two perplexity definitions (SPEC §3): exp of the token-mean loss, and the authors'
-        # mean over samples of exp(per-sample mean loss).
-        self.log_dict({"val/loss": token_mean, "val/ppl": torch.exp(token_mean), "val/ppl_sample": sample_ppl},
-                      prog_bar=True)
+        # mean over samples of exp(per-sample mean loss). Every process holds the same values.
+        self.log_dict({"val/loss": token_mean.float(), "val/ppl": torch.exp(token_mean).float(),
+                       "val/ppl_sample": sample_ppl.float()}, prog_bar=True, sync_dist=True)
         if self.trainer.state.fn == "fit":
             self.history.append({"step": self.global_step, "val_loss": float(token_mean)})
+
+    def _whole_set(self, rows: torch.Tensor) -> torch.Tensor:
+        """(index, loss sum, tokens) of every validation row, on every process: each process scored its
+        shard, and the distributed sampler pads the shards to equal length by repeating rows, so the
+        gathered rows are deduplicated by index. One process: the rows as they are."""
+        if self.trainer.world_size == 1:
+            return rows
+        gathered = self.all_gather(rows).reshape(-1, rows.shape[-1])
+        _, first = np.unique(gathered[:, 0].cpu().numpy(), return_index=True)
+        return gathered[torch.as_tensor(first, device=gathered.device)]
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.model.parameters() if p.requires_grad]

@@ -14,7 +14,8 @@ from typing import Any
 from qtha import adapters
 from qtha.backbone import meta_model
 from qtha.compose import check_adapter_fits, compose_checked, group_options
-from qtha.config import ConfigError, LoRAConfig
+from qtha.adapters.lora import LoRAConfig
+from qtha.errors import ConfigError
 
 
 def count(overrides: list[str]) -> dict[str, Any]:

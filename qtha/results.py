@@ -1,45 +1,60 @@
-"""Run records: one JSON per run under ``results/runs/<experiment>/<run-key>.json``.
+"""Run records (schema v2): one JSON per run at ``<results_dir>/runs/<experiment>/<label>__<hash>.json``.
 
-Modelled on peft's ``method_comparison`` harness: each record carries the resolved config,
-metrics, trainable-parameter count, git hash, versions and status, and a run whose record
-is already ``ok`` is skipped. Records are written atomically (temp file, fsync, rename), so
-a crash never leaves a half-written or corrupted record behind.
+Modelled on peft's ``method_comparison`` harness: a record carries the resolved config and its
+hash (:mod:`qtha.identity`), scalar metrics, the training history, a summary and fingerprint of
+the data, the decoding settings, per-phase timings, the error if any, and provenance. A record
+is *the* run of its config: :func:`find_run` looks one up by comparing resolved configs, never
+by file name, so a second spelling of a config finds the first record and a changed config
+never does. Every record on disk is read through :func:`upgrade` (older schemas included) and
+written atomically (temp file, fsync, rename), so a crash never leaves a half-written record.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import os
-import platform
-import re
-import subprocess
 import tempfile
-from dataclasses import asdict, dataclass, field
-from importlib import metadata
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
-SCHEMA_VERSION = 1
+from omegaconf import OmegaConf
+
+from qtha.adapters import ADAPTERS
+from qtha.config import DataConfig, ModelConfig, RunConfig
+from qtha.identity import canonical, config_hash
+from qtha.scrub import scrub
+
+SCHEMA_VERSION = 2
+KNOWN_SCHEMA_VERSIONS = (1, 2)
 STATUSES = ("ok", "failed", "running")
-_VERSIONED = ("torch", "lightning", "transformers", "hydra-core", "pennylane", "pennylane-lightning",
-              "wandb", "datasets", "evaluate", "peft", "qtha")
 
 
 @dataclass
 class RunRecord:
-    """What one run leaves behind (SPEC §4 fields plus provenance)."""
+    """What one run leaves behind (SPEC §4 and §6)."""
 
     status: str
     experiment: str
-    run_key: str
+    label: str
+    config_hash: str
     config: dict[str, Any]
     overrides: list[str] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # scalars only: losses, PPLs, generation scores
+    history: list[dict[str, float]] = field(default_factory=list)  # per step: train_loss, lr, val_loss
+    data_summary: dict[str, Any] = field(default_factory=dict)  # rows, tokens, truncation per split
+    data_fingerprint: Optional[str] = None  # sha256 of the examples the run read (qtha.data.fingerprint)
+    generation: Optional[dict[str, Any]] = None  # decoding settings and what came out
+    timings: dict[str, float] = field(default_factory=dict)  # load / train / validate / generate / score seconds
+    precision: Optional[str] = None
     trainable_params: int = 0
     total_params: int = 0
     trainable_per_module: dict[str, int] = field(default_factory=dict)
     wall_time_s: float = 0.0
     peak_rss_mb: float = 0.0
     git_sha: Optional[str] = None
+    git_dirty: Optional[bool] = None
     versions: dict[str, str] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     wandb_run: Optional[str] = None
@@ -47,81 +62,37 @@ class RunRecord:
     predictions_path: Optional[str] = None
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: Optional[str] = None
-    error: Optional[str] = None
+    error: Optional[dict[str, str]] = None  # {type, message, traceback}
     started_at: Optional[str] = None
     finished_at: Optional[str] = None
     schema_version: int = SCHEMA_VERSION
 
+    @property
+    def stem(self) -> str:
+        """The file name a new record of this run gets (without ``.json``)."""
+        return f"{self.label}__{self.config_hash}"
+
     def to_json(self) -> str:
-        """The record as written to disk: credentials scrubbed (see :func:`scrub`)."""
+        """The record as written to disk: credentials scrubbed (see :func:`qtha.scrub.scrub`)."""
         return json.dumps(scrub(asdict(self)), indent=2, ensure_ascii=False, sort_keys=False)
 
-
-# Overrides that change where or how a run is reported, not what it computes (``resume`` continues
-# the same run; ``trainer.kill_at_step`` is a testing aid that interrupts it).
-NON_SEMANTIC_KEYS = ("seed", "force", "resume", "results_dir", "work_dir", "name", "experiment", "logger",
-                     "trainer.enable_progress_bar", "trainer.kill_at_step")
-
-REDACTED = "<redacted>"
-CREDENTIAL_ENV = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-# Env-style names (WANDB_API_KEY, HF_TOKEN, DB_PASSWORD) and config-style ones (logger.api_key, hf_token,
-# password); not run_key, max_new_tokens or pad_token, which are no secrets.
-_SECRET_NAME = re.compile(r"[A-Z0-9_]*(KEY|TOKEN|SECRET|PASSWORD|PASSWD)[A-Z0-9_]*"
-                          r"|(?i:([\w.]*[_.])?(api_?key|access_?key|private_?key|secret(_?key)?|password|passwd"
-                          r"|(hf|api|auth|access)_?token))")
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunRecord":
+        """A record from any known schema (through :func:`upgrade`); unknown fields are an error."""
+        data = upgrade(data)
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown record field {unknown[0]!r} (schema_version {data['schema_version']})")
+        return cls(**data)
 
 
-def _secret_name(name: str) -> bool:
-    return _SECRET_NAME.fullmatch(name.lstrip("+~")) is not None
-
-
-def scrub(value: Any, secrets: Optional[list[str]] = None) -> Any:
-    """``value`` with credentials redacted, so a record can be shared or committed as it is.
-
-    Redacts what sits under a secret-looking name (a dict key, or the key of a ``key=value``
-    override string) and, anywhere in any string, the value of a credential variable from the
-    environment (``CREDENTIAL_ENV``): an API key pasted into an override or an error message.
-    """
-    if secrets is None:
-        secrets = [v for v in (os.environ.get(k, "") for k in CREDENTIAL_ENV) if len(v) >= 8]
-    if isinstance(value, dict):
-        return {k: REDACTED if _secret_name(str(k)) and v is not None else scrub(v, secrets)
-                for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [scrub(v, secrets) for v in value]
-    if not isinstance(value, str):
-        return value
-    name, eq, _ = value.partition("=")
-    if eq and _secret_name(name):
-        return f"{name}={REDACTED}"
-    for secret in secrets:
-        value = value.replace(secret, REDACTED)
-    return value
-
-
-def run_key(overrides: Iterable[str], seed: int) -> str:
-    """A readable, filesystem-safe key from the task overrides and the seed.
-
-    Sorted so ``a=1 b=2`` and ``b=2 a=1`` give the same record; the seed always appears
-    because two seeds of the same setting are two records.
-    """
-    def semantic(override: str) -> bool:
-        key = override.split("=", 1)[0].lstrip("+~")
-        return not any(key == k or key.startswith(k + ".") for k in NON_SEMANTIC_KEYS)
-
-    parts = sorted(scrub(o) for o in overrides if semantic(o))
-    parts.append(f"seed={seed}")
-    key = "__".join(parts)
-    key = re.sub(r"[^A-Za-z0-9_.=,+\-]", "-", key)
-    return key[:200]
-
-
-def record_path(results_dir: str | Path, experiment: str, key: str) -> Path:
-    return Path(results_dir) / "runs" / experiment / f"{key}.json"
+# --------------------------------------------------------------------------- paths and I/O
+def record_path(results_dir: str | Path, experiment: str, stem: str) -> Path:
+    return Path(results_dir) / "runs" / experiment / f"{stem}.json"
 
 
 def predictions_path(record_file: str | Path, tag: str = "") -> Path:
-    """``<run-key>.predictions[.<tag>].jsonl`` beside the record (tag: a re-evaluation)."""
+    """``<stem>.predictions[.<tag>].jsonl`` beside the record (tag: a re-evaluation)."""
     record_file = Path(record_file)
     stem = record_file.name[: -len(".json")] if record_file.name.endswith(".json") else record_file.stem
     return record_file.with_name(f"{stem}.predictions{'.' + tag if tag else ''}.jsonl")
@@ -147,55 +118,133 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
-def write_record(record: RunRecord, results_dir: str | Path) -> Path:
-    path = record_path(results_dir, record.experiment, record.run_key)
+def write_record(record: RunRecord, path: Path) -> Path:
     atomic_write_text(path, record.to_json() + "\n")
     return path
 
 
-def load_record(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def is_done(results_dir: str | Path, experiment: str, key: str) -> bool:
-    """True when a record for this key exists and finished ``ok`` (unreadable ⇒ not done)."""
-    path = record_path(results_dir, experiment, key)
+def load_record(path: str | Path) -> RunRecord:
+    """Read and upgrade one record file (ValueError with a one-line reason when it cannot be)."""
     try:
-        return load_record(path).get("status") == "ok"
-    except (OSError, ValueError):
-        return False
-
-
-def git_sha(cwd: str | Path | None = None) -> Optional[str]:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a record is a JSON object, not {type(data).__name__}")
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+        return RunRecord.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
-def versions() -> dict[str, str]:
-    found: dict[str, str] = {"python": platform.python_version()}
-    for dist in _VERSIONED:
+def record_files(folder: Path) -> list[Path]:
+    """The record files of one experiment folder (not the predictions beside them)."""
+    return sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
+
+
+def find_run(results_dir: str | Path, experiment: str, config: Any) -> Optional[tuple[Path, RunRecord]]:
+    """The record of this very config in ``experiment``, if any: an ``ok`` one first, else the latest.
+
+    Compares the stored (upgraded) and the composed *semantic* configs, whatever the files are
+    called, so what is reused or resumed is exactly what was asked for. Unreadable files are no match.
+    """
+    wanted = canonical(config)
+    matches: list[tuple[Path, RunRecord]] = []
+    for path in record_files(Path(results_dir) / "runs" / experiment):
         try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
+            record = load_record(path)
+        except (OSError, ValueError):
             continue
-    return found
+        if canonical(record.config) == wanted:
+            matches.append((path, record))
+    if not matches:
+        return None
+    return max(matches, key=lambda m: (m[1].status == "ok", m[1].finished_at or "", m[1].started_at or ""))
 
 
-def environment() -> dict[str, Any]:
-    """Machine facts that explain a number: CPU count, platform, accelerator."""
-    import torch
+# --------------------------------------------------------------------------- old schemas
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A record dict of any known schema as schema v2: the one way records are read.
 
-    env: dict[str, Any] = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.is_available(),
+    The config gains the keys added to the schemas since it was written, at their defaults, and
+    is hashed again, so it compares like a config composed today (a new key's default must
+    therefore keep the old behaviour, else the schema version goes up); keys that no longer exist
+    are kept (a config that set them never equals a new one). Schema 1 kept everything under
+    ``metrics``: it is split into scalar metrics, history, data summary, generation settings and
+    precision, and its error string becomes ``{type, message, traceback}``.
+    """
+    version = data.get("schema_version")
+    if version not in KNOWN_SCHEMA_VERSIONS:
+        raise ValueError(f"schema_version {version!r} is unknown; this qtha reads "
+                         f"{', '.join(map(str, KNOWN_SCHEMA_VERSIONS))}")
+    if not isinstance(data.get("config"), dict):
+        raise ValueError("required field 'config' is missing or not an object")
+    rec = dict(data)
+    config = with_defaults(rec["config"])
+    if version == SCHEMA_VERSION:
+        return {**rec, "config": config, "config_hash": config_hash(config)}
+    metrics = dict(rec.pop("metrics", None) or {})
+    environment = dict(rec.get("environment") or {})
+    error = rec.get("error")
+    return {
+        **{k: v for k, v in rec.items() if k not in ("run_key", "error", "environment", "config")},
+        "label": rec.get("run_key") or "",
+        "config_hash": config_hash(config),
+        "config": config,
+        **_split_metrics(metrics),
+        "environment": environment,
+        "error": None if not error else _error_dict(error, environment.pop("traceback", "")),
+        "evaluations": [_upgrade_evaluation(e) for e in rec.get("evaluations") or []],
+        "schema_version": SCHEMA_VERSION,
     }
-    if torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name(0)
-    return env
+
+
+def _split_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1's all-in-one ``metrics`` → v2's scalar metrics and the structured fields."""
+    history = metrics.pop("history", None) or []
+    data_summary = metrics.pop("data", None) or {}
+    generation = metrics.pop("generation", None)
+    notes = metrics.pop("metric_notes", None)
+    if generation is not None and notes is not None:
+        generation = {**generation, "metric_notes": notes}
+    precision = metrics.pop("precision", None)
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {"metrics": scalars, "history": history, "data_summary": data_summary, "generation": generation,
+            "precision": precision}
+
+
+def _upgrade_evaluation(entry: dict[str, Any]) -> dict[str, Any]:
+    split = _split_metrics(dict(entry.get("metrics") or {}))
+    return {**entry, "metrics": split["metrics"], "generation": split["generation"]}
+
+
+def _error_dict(error: str, traceback: str) -> dict[str, str]:
+    kind, sep, message = str(error).partition(": ")
+    if not sep or not kind.isidentifier():
+        kind, message = "Error", str(error)
+    return {"type": kind, "message": message, "traceback": traceback}
+
+
+def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with every schema key it lacks added at its default (existing values untouched)."""
+    return _fill(config, _defaults((config.get("adapter") or {}).get("name")))
+
+
+@functools.lru_cache(maxsize=None)
+def _defaults(adapter: Optional[str]) -> dict[str, Any]:
+    def schema(node: type) -> dict[str, Any]:
+        return OmegaConf.to_container(OmegaConf.structured(node), resolve=False)  # type: ignore[return-value]
+
+    defaults = schema(RunConfig)
+    defaults["model"], defaults["data"] = schema(ModelConfig), schema(DataConfig)
+    defaults["adapter"] = schema(ADAPTERS[adapter].config) if adapter in ADAPTERS else {}
+    return defaults
+
+
+def _fill(value: Any, defaults: Any) -> Any:
+    if not (isinstance(value, dict) and isinstance(defaults, dict)):
+        return value
+    out = {k: _fill(v, defaults.get(k)) for k, v in value.items()}
+    for key, default in defaults.items():
+        out.setdefault(key, copy.deepcopy(default))
+    return out

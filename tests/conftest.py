@@ -1,19 +1,55 @@
-"""Shared fixtures: compose the real configs and shrink them (lightning-hydra-template style)."""
+"""Shared fixtures: compose the real configs and shrink them (lightning-hydra-template style).
+
+The fast tier (``-m 'not slow'``) is kept honest in two halves. A collection hook marks ``slow``
+every test that asks for a fixture which spawns a Python process (``python_process``, ``cli``)
+or loads the embedded SmolLM2 (``smollm2``); and while an unmarked test runs, starting a Python
+process or loading SmolLM2 fails it, naming the fixture to use. So a test can only be fast if it
+really is.
+"""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SLOW_FIXTURES = {"python_process", "cli", "smollm2"}
 
 # Tests never touch the network or prompt for a W&B login.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_stay_fast(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a test not marked slow, a Python subprocess or a SmolLM2 load is an error."""
+    if request.node.get_closest_marker("slow"):
+        return
+    popen_init = subprocess.Popen.__init__
+
+    def guarded_popen(self, args, *a, **k):  # type: ignore[no-untyped-def]
+        argv0 = str(args[0] if isinstance(args, (list, tuple)) else args).split()[0]
+        if Path(argv0).name.startswith("python") or argv0 == sys.executable:
+            raise AssertionError("this test starts a Python process: use the python_process or cli fixture, "
+                                 "which marks it slow")
+        popen_init(self, args, *a, **k)
+
+    def no_smollm2(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise AssertionError("this test loads SmolLM2: request the smollm2 fixture, which marks it slow")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded_popen)
+    monkeypatch.setattr("qtha.backbone.cached_gguf_dir", no_smollm2)
 
 
 def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
@@ -27,12 +63,37 @@ def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
     ]
 
 
-def run_cli(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python -m qtha.run <args>`` in a clean environment: no W&B key, no hub, HOME under ``tmp_path``."""
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a spawned process: no W&B key, no hub, HOME under ``tmp_path``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB", "HF_"))}
     env.update(HOME=str(tmp_path / "home"), WANDB_API_KEY="", PYTHONPATH=str(REPO / "tests"))
-    return subprocess.run([sys.executable, "-m", "qtha.run", *args], cwd=tmp_path, env=env, text=True,
-                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return env
+
+
+@pytest.fixture
+def python_process(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """``run(args, cwd=tmp_path, timeout=300, env=None)``: ``python <args>`` in a clean environment (slow)."""
+    def run(args: list[str], cwd: Path = tmp_path, timeout: int = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *args], cwd=cwd, env=env or clean_env(tmp_path), text=True,
+                              capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    return run
+
+
+@pytest.fixture
+def cli(python_process: Callable[..., subprocess.CompletedProcess]) -> Callable[..., subprocess.CompletedProcess]:
+    """``cli(args, timeout=300)``: ``python -m qtha.run <args>`` in ``tmp_path`` (slow)."""
+    def run(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+        return python_process(["-m", "qtha.run", *args], timeout=timeout)
+
+    return run
+
+
+@pytest.fixture
+def smollm2() -> list[str]:
+    """Overrides that keep the embedded SmolLM2 default model (requesting this marks a test slow)."""
+    return ["model=smollm2_135m"]
 
 
 @pytest.fixture

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
 from qtha.compose import compose_checked, group_options
-from qtha.config import ConfigError
+from qtha.errors import ConfigError
 
 JSONL = ("data=jsonl", "data.holdout_size=1", "data.size=1")
 BAD_INPUTS: list[tuple[tuple[str, ...], str]] = [
@@ -51,7 +50,7 @@ BAD_INPUTS: list[tuple[tuple[str, ...], str]] = [
     (("adapter=qtha", "adapter.bottleneck=0"), "adapter.bottleneck=0 must be > 0"),
     (("adapter=qtha", "adapter.n_cores=7"), "cannot split dim=64 into n=7 factors > 1"),
     (("adapter=qtha", "adapter.variant=nope"), "adapter.variant='nope' is not allowed; allowed: full, mpo, mpo_mlp"),
-    (("adapter=qtha", "adapter.ansatz=nope"), "adapter.ansatz='nope' is not allowed; allowed: qtha, hea"),
+    (("adapter=qtha", "adapter.ansatz=nope"), "adapter.ansatz='nope' is not allowed; allowed: hea, qtha"),
     (("adapter=quanta", "adapter.n_axes=9"), "QuanTA cannot factor d_in=64 into 9 axes"),
     (("adapter=quanta", "adapter.axes_in=[3,5]"), "QuanTA axes_in=[3, 5] multiplies to 15, but the layer's dimension"),
     # --- data
@@ -87,6 +86,8 @@ BAD_INPUTS: list[tuple[tuple[str, ...], str]] = [
     (("quantum.dtype=float16",), "quantum.dtype='float16' is not allowed; allowed: float32, float64"),
     # --- trainer
     (("trainer.lr=-1",), "trainer.lr=-1.0 must be > 0"),
+    (("trainer.lr=inf",), "trainer.lr=inf must be a finite number > 0"),
+    (("trainer.lr=nan",), "trainer.lr=nan must be > 0"),
     (("trainer.max_steps=-1",), "trainer.max_steps=-1 must be >= 0"),
     (("trainer.batch_size=0",), "trainer.batch_size=0 must be > 0"),
     (("trainer.accumulate_grad_batches=0",), "trainer.accumulate_grad_batches=0 must be > 0"),
@@ -155,10 +156,10 @@ CLI_CASES = [
 
 
 @pytest.mark.parametrize(("overrides", "message"), CLI_CASES, ids=[" ".join(o) for o, _ in CLI_CASES])
-def test_cli_exits_2_with_a_single_line(overrides, message, data_dir, tmp_path):
-    proc = run_cli(_job(overrides, data_dir), tmp_path, timeout=180)
+def test_cli_exits_2_with_a_single_line(overrides, message, data_dir, tmp_path, cli):
+    proc = cli(_job(overrides, data_dir), timeout=180)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(message.format(data=data_dir)), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr + proc.stdout
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "results").exists() and not (tmp_path / "workspace").exists()

@@ -6,7 +6,7 @@ import itertools
 import pytest
 
 from qtha.compose import check_jobs, compose_checked, expand_sweeps, group_options
-from qtha.config import ConfigError
+from qtha.errors import ConfigError
 
 
 @pytest.mark.parametrize("group", ["model", "adapter", "data", "trainer", "logger", "experiment"])

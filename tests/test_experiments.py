@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import shlex
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from qtha import eval as qeval
 from qtha.compose import check_jobs, compose_checked, expand_sweeps
+from qtha.identity import config_hash, plain
+from qtha.results import RunRecord, load_record, write_record
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 spec = importlib.util.spec_from_file_location("experiments_run", EXPERIMENTS / "run.py")
@@ -28,7 +28,7 @@ def test_experiment_sweep_composes_and_header_matches(name, shared_data):
 
 def test_runner_builds_sweep_then_report_and_rejects_unknown_names():
     sweep, report = runner.commands("design_card", ["seed=1,2"])
-    assert sweep[2:5] == ["qtha.run", "-m", "adapter=qtha,lora"] and sweep[-1] == "seed=1,2"
+    assert sweep[2:5] == ["qtha.run", "-m", "adapter=qtha,lora"] and sweep[-2:] == ["results_dir=results", "seed=1,2"]
     assert report[2:] == ["qtha.report", "design_card"]
     with pytest.raises(SystemExit, match="'nope' is unknown; allowed: .*design_card"):
         runner.load("nope")
@@ -39,21 +39,23 @@ def test_evaluations_cover_each_finished_record_once_and_every_preset_validates(
     runs = tmp_path / "runs" / spec["report"]
     runs.mkdir(parents=True)
     job = expand_sweeps(shlex.split(spec["sweep"]))[0]
-    config = OmegaConf.to_container(compose_checked(job), resolve=True)
-    (runs / "a.json").write_text(json.dumps({"status": "ok", "config": config,
-                                             "evaluations": [{"tag": "shots_1000", "metrics": {}}]}))
-    (runs / "b.json").write_text(json.dumps({"status": "failed", "config": config, "evaluations": []}))
+    cfg = compose_checked(job)
+    record = RunRecord(status="ok", experiment=spec["report"], label="a", config_hash=config_hash(cfg),
+                       config=plain(cfg), overrides=job, evaluations=[{"tag": "shots_1000", "metrics": {}}])
+    write_record(record, runs / "a.json")
+    record.status, record.evaluations = "failed", []
+    write_record(record, runs / "b.json")
     todo = runner.evaluations("noise_eval", tmp_path)
     assert [(Path(c[3]).name, c[-1]) for c in todo] == [("a.json", t) for t in spec["evaluate"] if t != "shots_1000"]
     for cmd in todo:                                   # each override set applies to the recorded config
-        qeval.build_config({"config": config}, cmd[4:-2])
+        qeval.eval_config(load_record(runs / "a.json"), cmd[4:-2])
     assert runner.evaluations("design_card", tmp_path) == []
-
 
 
 def test_evaluations_name_records_relative_to_where_they_run(tmp_path):
     runs = tmp_path / "results" / "runs" / "noise_eval"
-    runs.mkdir(parents=True)
-    (runs / "a.json").write_text(json.dumps({"status": "ok", "evaluations": []}))
+    record = RunRecord(status="ok", experiment="noise_eval", label="a", config_hash="0" * 12,
+                       config={"adapter": {"name": "qtha"}, "seed": 1})
+    write_record(record, runs / "a.json")
     todo = runner.evaluations("noise_eval", tmp_path / "results", root=tmp_path)
     assert [c[3] for c in todo] == ["results/runs/noise_eval/a.json"] * len(runner.load("noise_eval")["evaluate"])

@@ -12,6 +12,7 @@ from nbclient import NotebookClient
 from report.synthetic_records import write_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # each notebook starts a Python kernel process
 
 
 @pytest.mark.parametrize("name", ["analysis.ipynb", "figures.ipynb"])

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from qtha.params import count
+from qtha.params import count, main
 
 
 def test_lora_on_qwen2_7b_matches_the_spec_without_weights():
@@ -24,16 +22,13 @@ def test_counts_equal_the_injected_trainable_parameters_of_the_real_model():
     assert out["base_params"] == 134_515_008  # same as the dequantised GGUF (tests/test_backbone.py)
 
 
-def test_cli_json_schema_and_bad_input():
-    proc = subprocess.run([sys.executable, "-m", "qtha.params", "model=tiny_llama", "adapter=lora", "--json"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
+def test_cli_json_schema_and_bad_input(capsys):
+    assert main(["model=tiny_llama", "adapter=lora", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
     assert {"total_trainable", "per_module", "base_params"} <= set(data)
     assert isinstance(data["total_trainable"], int) and data["total_trainable"] == sum(data["per_module"].values())
-    bad = subprocess.run([sys.executable, "-m", "qtha.params", "model=qwen2_7b", "adapter.rank=0"],
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.strip() == "qtha: error: adapter.rank=0 must be > 0"
+    assert main(["model=qwen2_7b", "adapter.rank=0"]) == 2
+    assert capsys.readouterr().err.strip() == "qtha: error: adapter.rank=0 must be > 0"
 
 
 @pytest.mark.parametrize("model", ["qwen2_7b", "deepseek_r1_distill_qwen_7b", "qwen2_0_5b"])

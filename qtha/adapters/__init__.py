@@ -1,12 +1,16 @@
-"""Adapter registry: config ``name`` -> layer class (``None`` = freeze only).
+"""Adapters: the layer contract (``base``), injection/counting/saving (``inject``), the registry, and
+one module per method.
 
-Adding a method: write ``<method>.py`` with an :class:`AdapterLayer` subclass, register
-its config dataclass in ``qtha.config.ADAPTER_SCHEMAS`` and its class here, and append a
-case to ``tests/adapters/test_contract.py``.
+Every module here other than the infrastructure is a method that registers itself on import
+(:func:`~qtha.adapters.registry.register_adapter`); they are all imported below, so a new method is
+one new file — no list to extend.
 """
 from __future__ import annotations
 
-from qtha.adapters.base import AdapterLayer, AdapterMergeError
+import importlib
+import pkgutil
+
+from qtha.adapters.base import AdapterConfig, AdapterLayer, AdapterMergeError
 from qtha.adapters.inject import (
     LoadResult,
     adapter_class,
@@ -22,32 +26,25 @@ from qtha.adapters.inject import (
     save_adapter,
     unmerge_adapters,
 )
-from qtha.adapters.dora import DoRALayer
-from qtha.adapters.lora import LoRALayer
-from qtha.adapters.qtha import QTHALayer
-from qtha.adapters.quanta import QuanTALayer
+from qtha.adapters.registry import ADAPTERS, AdapterSpec, adapter_spec, check_adapter, register_adapter
 
-# inject.py looks this up at call time, so the import order above does not matter.
-ADAPTERS: dict[str, type[AdapterLayer] | None] = {
-    "none": None,
-    "lora": LoRALayer,
-    "dora": DoRALayer,
-    "quanta": QuanTALayer,
-    "qtha": QTHALayer,
-}
+_INFRASTRUCTURE = {"base", "inject", "registry"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _INFRASTRUCTURE:
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "ADAPTERS",
+    "AdapterConfig",
     "AdapterLayer",
     "AdapterMergeError",
-    "DoRALayer",
-    "LoRALayer",
-    "QTHALayer",
+    "AdapterSpec",
     "LoadResult",
-    "QuanTALayer",
     "adapter_class",
     "adapter_layers",
+    "adapter_spec",
     "adapter_state_dict",
+    "check_adapter",
     "count_total",
     "count_trainable",
     "expected_trainable",
@@ -55,6 +52,7 @@ __all__ = [
     "load_adapter",
     "load_adapter_state_dict",
     "merge_adapters",
+    "register_adapter",
     "save_adapter",
     "unmerge_adapters",
 ]

@@ -5,20 +5,36 @@ base weights stay where the checkpoint put them and the adapter only adds a bran
 
     y = base(x) + scaling · Δ(dropout(x))
 
-A new method subclasses :class:`AdapterLayer`, builds its parameters in ``__init__``
-(with :meth:`AdapterLayer.factory_kwargs`), and implements ``delta``, ``num_params`` and,
-if ``mergeable``, ``delta_weight``. Everything else — dtype handling, merge bookkeeping,
-freezing — lives here once.
+A new method is one module: its config dataclass (a subclass of :class:`AdapterConfig`), an
+:class:`AdapterLayer` subclass that builds its parameters in ``__init__`` (with
+:meth:`AdapterLayer.factory_kwargs`) and implements ``delta``, ``num_params``, ``check_config`` if
+it has fields of its own and, if ``mergeable``, ``delta_weight``; and one
+:func:`qtha.adapters.registry.register_adapter` call. Everything else — dtype handling, merge
+bookkeeping, freezing, the shared config checks — lives here and in the registry once.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from qtha.config import AdapterConfig
+
+@dataclass
+class AdapterConfig:
+    """Fields every adapter shares; a method's schema subclasses it beside its layer.
+
+    ``name`` selects the method in :data:`qtha.adapters.registry.ADAPTERS`. ``alpha`` defaults to
+    2·rank at the default rank (scaling 2, SPEC §1.1).
+    """
+
+    name: str = "none"
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    rank: int = 4
+    alpha: float = 8.0
+    dropout: float = 0.0
 
 
 class AdapterMergeError(RuntimeError):
@@ -60,6 +76,11 @@ class AdapterLayer(nn.Module, ABC):
     @abstractmethod
     def num_params(cls, cfg: AdapterConfig, d_in: int, d_out: int) -> int:
         """Exact trainable count from config and shape alone (no tensors, so meta models work)."""
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """The method's own config checks (one-line :class:`~qtha.errors.ConfigError`); the shared fields
+        are checked by :func:`qtha.adapters.registry.check_adapter` before this runs."""
 
     def delta_weight(self) -> Tensor:
         """Scaled update as a (d_out, d_in) matrix in the adapter dtype; mergeable adapters only."""

@@ -15,13 +15,22 @@ the same, and falls back to recomputing W0·dropout(x) in the adapter dtype othe
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qtha.adapters.base import AdapterMergeError
+from qtha.adapters.base import AdapterConfig, AdapterMergeError
 from qtha.adapters.lora import LoRALayer
-from qtha.config import AdapterConfig
+from qtha.adapters.registry import register_adapter
+
+
+@dataclass
+class DoRAConfig(AdapterConfig):
+    """SPEC §1.2: weight-decomposed LoRA, magnitude m initialised to ‖W0‖_col."""
+
+    name: str = "dora"
 
 
 class _Magnitude(nn.Module):
@@ -141,3 +150,6 @@ class DoRALayer(LoRALayer):
     @classmethod
     def num_params(cls, cfg: AdapterConfig, d_in: int, d_out: int) -> int:
         return super().num_params(cfg, d_in, d_out) + d_out
+
+
+register_adapter("dora", DoRAConfig, DoRALayer)

@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-import qtha.adapters as registry
-from qtha.adapters.base import AdapterLayer, AdapterMergeError
-from qtha.config import AdapterConfig, QuantumConfig
+from qtha.adapters.base import AdapterConfig, AdapterLayer, AdapterMergeError
+from qtha.adapters.registry import adapter_spec
+from qtha.config import QuantumConfig
 
 REGEX_PREFIX = "re:"
 
@@ -32,9 +32,7 @@ class LoadResult(NamedTuple):
 # --------------------------------------------------------------------------- matching
 def adapter_class(name: str) -> type[AdapterLayer] | None:
     """The layer class registered for a config name (``None`` for ``"none"``)."""
-    if name not in registry.ADAPTERS:
-        raise ValueError(f"unknown adapter {name!r}; allowed: {', '.join(sorted(registry.ADAPTERS))}")
-    return registry.ADAPTERS[name]
+    return adapter_spec(name).layer
 
 
 def _linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:

@@ -2,13 +2,21 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from qtha.adapters.base import AdapterLayer
-from qtha.config import AdapterConfig
+from qtha.adapters.base import AdapterConfig, AdapterLayer
+from qtha.adapters.registry import register_adapter
+
+
+@dataclass
+class LoRAConfig(AdapterConfig):
+    """SPEC §1.1: Δ(x) = B A x, scale alpha / rank."""
+
+    name: str = "lora"
 
 
 class LoRALayer(AdapterLayer):
@@ -39,3 +47,6 @@ class LoRALayer(AdapterLayer):
     @classmethod
     def num_params(cls, cfg: AdapterConfig, d_in: int, d_out: int) -> int:
         return cfg.rank * (d_in + d_out)
+
+
+register_adapter("lora", LoRAConfig, LoRALayer)

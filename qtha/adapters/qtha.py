@@ -20,15 +20,41 @@ rank stays well defined.
 from __future__ import annotations
 
 import contextlib
-from typing import ClassVar, Optional
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import Tensor, nn
 
-from qtha.adapters.base import AdapterLayer
-from qtha.config import QTHAConfig, QuantumConfig
-from qtha.quantum import QNN
+from qtha.adapters.base import AdapterConfig, AdapterLayer
+from qtha.adapters.registry import register_adapter
+from qtha.config import QuantumConfig
+from qtha.errors import ConfigError, one_of, positive
+from qtha.quantum import ANSATZE, MAX_QUBITS, QNN
 from qtha.tn.mpo import MPO, factorize
+
+QTHA_VARIANTS = ("full", "mpo", "mpo_mlp", "mlp_qnn", "qnn")
+
+
+@dataclass
+class QTHAConfig(AdapterConfig):
+    """SPEC §1.6: MPO → Linear → QNN (+ linear fusion) → Linear → MPO, scale alpha / rank.
+
+    ``variant`` selects the ablation (:data:`QTHA_VARIANTS`); ``bond_dim`` is one value for every
+    bond or a list of n_cores − 1 values; ``n_qubits`` defaults to rank; ``ansatz`` is any name
+    registered with :func:`qtha.quantum.register_ansatz`.
+    """
+
+    name: str = "qtha"
+    variant: str = "full"
+    bottleneck: int = 256
+    n_cores: int = 4
+    bond_dim: Any = 8
+    n_qubits: Optional[int] = None
+    qnn_layers: int = 1
+    ansatz: str = "qtha"
+
 
 _USES_MPO = frozenset({"full", "mpo", "mpo_mlp"})
 _USES_QNN = frozenset({"full", "mlp_qnn", "qnn"})
@@ -114,6 +140,24 @@ class QTHALayer(AdapterLayer):
         return _chain(getattr(self, "mpo_B", None), self.B_lin, o, n_tokens)
 
     @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        one_of("adapter.variant", cfg.variant, QTHA_VARIANTS)
+        one_of("adapter.ansatz", cfg.ansatz, sorted(ANSATZE))
+        for key in ("bottleneck", "n_cores", "qnn_layers"):
+            positive(f"adapter.{key}", getattr(cfg, key))
+        given = cfg.bond_dim
+        bonds = list(given) if isinstance(given, Sequence) and not isinstance(given, str) else [given]
+        if not bonds or any(isinstance(b, bool) or not isinstance(b, int) or b <= 0 for b in bonds):
+            raise ConfigError(f"adapter.bond_dim={cfg.bond_dim} must be a positive int or a list of n_cores-1 "
+                              "positive ints")
+        if len(bonds) > 1 and len(bonds) != cfg.n_cores - 1:
+            raise ConfigError(f"adapter.bond_dim has {len(bonds)} values; allowed: one, or n_cores-1={cfg.n_cores - 1}")
+        n_q = cfg.n_qubits if cfg.n_qubits is not None else cfg.rank
+        if not 1 <= n_q <= MAX_QUBITS:
+            raise ConfigError(f"adapter.n_qubits={n_q} is out of range; allowed: 1..{MAX_QUBITS} "
+                              "(state-vector simulation; defaults to adapter.rank)")
+
+    @classmethod
     def num_params(cls, cfg: QTHAConfig, d_in: int, d_out: int) -> int:
         """Exact count: MPO cores (Σ D J I D) + the three/four small linears + QNN angles."""
         total = 0
@@ -133,3 +177,6 @@ class QTHALayer(AdapterLayer):
 
     def extra_repr(self) -> str:
         return f"variant={self.variant}, " + super().extra_repr()
+
+
+register_adapter("qtha", QTHAConfig, QTHALayer)

@@ -33,15 +33,32 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
 from itertools import combinations
-from typing import Any, ClassVar, NamedTuple, Sequence
+from typing import Any, ClassVar, NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from qtha.adapters.base import AdapterLayer
-from qtha.config import AdapterConfig
+from qtha.adapters.base import AdapterConfig, AdapterLayer
+from qtha.adapters.registry import register_adapter
+from qtha.errors import ConfigError
 from qtha.tn.mpo import factorize
+
+
+@dataclass
+class QuanTAConfig(AdapterConfig):
+    """SPEC §1.3: pairwise axis tensors; ``n_axes`` factors per dimension (the paper's "5").
+
+    ``axes_in`` / ``axes_out`` override the automatic factorisation (product must equal the
+    layer's d_in / d_out). QuanTA has no rank: ``scaling = alpha`` (``rank`` is unused).
+    """
+
+    name: str = "quanta"
+    n_axes: int = 5
+    alpha: float = 1.0
+    axes_in: Optional[list[int]] = None
+    axes_out: Optional[list[int]] = None
 
 EXPRESSION_CACHE_SIZE = 32  # distinct token counts whose contraction path is kept
 
@@ -200,6 +217,12 @@ class QuanTALayer(AdapterLayer):
         return self.scaling * self.delta(eye).T
 
     @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """Shape-free checks; whether the axes fit a layer is checked on the meta model."""
+        if cfg.n_axes < 1:
+            raise ConfigError(f"adapter.n_axes={cfg.n_axes} must be >= 1")
+
+    @classmethod
     def num_params(cls, cfg: AdapterConfig, d_in: int, d_out: int) -> int:
         axes_in, axes_out = resolve_axes(cfg, d_in, d_out)
         return sum(math.prod(p.matrix_shape) for p in pair_shapes(axes_in, axes_out))
@@ -207,3 +230,6 @@ class QuanTALayer(AdapterLayer):
     def extra_repr(self) -> str:
         return (f"axes_in={self.axes_in}, axes_out={self.axes_out}, pairs={len(self.pairs)}, "
                 f"scaling={self.scaling:g}, merged={self.merged}")
+
+
+register_adapter("quanta", QuanTAConfig, QuanTALayer)

@@ -7,14 +7,21 @@ dialogues included, see :mod:`qtha.data.formatting`). Adding a dataset = one mod
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+from collections import OrderedDict
 from typing import Callable
 
-from qtha.config import ConfigError, DataConfig
+from omegaconf import DictConfig, OmegaConf
+
+from qtha.config import DataConfig
+from qtha.errors import ConfigError, positive
 from qtha.data import ch_r1_math, cmath, cpsycound, gsm8k, jsonl, r1_distill_sft, synthetic_math
 from qtha.data.rows import Example
 from qtha.data.source import FileDataset
 
-__all__ = ["DATASETS", "FILE_DATASETS", "Example", "check_data", "check_size", "load_splits"]
+__all__ = ["DATASETS", "FILE_DATASETS", "Example", "check_data", "check_size", "fingerprint", "load_splits"]
 
 Loader = Callable[[DataConfig], tuple[list[Example], list[Example]]]
 
@@ -47,13 +54,46 @@ def _with_system_prompt(example: Example, prompt: str) -> Example:
     return {**example, "messages": [{"role": "system", "content": prompt}, *example["messages"]]}
 
 
+_LOADED: OrderedDict[str, tuple[list[Example], list[Example], str]] = OrderedDict()
+_LOADED_MAX = 4  # data configs kept in memory per process (a sweep's jobs share one)
+
+
+def _load(cfg: DataConfig) -> tuple[list[Example], list[Example], str]:
+    """Load once per process: the up-front check, the build and the record's fingerprint share one read.
+
+    The cache key is the data config plus the size and mtime of every local file it reads, so an
+    edited file is read again.
+    """
+    _known(cfg)
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dataclasses.asdict(cfg)
+    stamp = FILE_DATASETS[cfg.name].stamp(cfg) if cfg.name in FILE_DATASETS else []
+    key = json.dumps([plain, stamp], sort_keys=True, default=str)
+    if key not in _LOADED:
+        pool, test = DATASETS[cfg.name](cfg)
+        if cfg.system_prompt:
+            pool, test = ([_with_system_prompt(e, cfg.system_prompt) for e in rows] for rows in (pool, test))
+        digest = hashlib.sha256(json.dumps([pool, test], sort_keys=True, ensure_ascii=False, default=str).encode())
+        _LOADED[key] = (pool, test, digest.hexdigest())
+        while len(_LOADED) > _LOADED_MAX:
+            _LOADED.popitem(last=False)
+    _LOADED.move_to_end(key)
+    return _LOADED[key]
+
+
 def load_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
     """The training pool and the fixed test split of ``cfg.name`` (pool empty: evaluation-only set)."""
-    _known(cfg)
-    pool, test = DATASETS[cfg.name](cfg)
-    if cfg.system_prompt:
-        pool, test = ([_with_system_prompt(e, cfg.system_prompt) for e in rows] for rows in (pool, test))
-    return pool, test
+    pool, test, _ = _load(cfg)
+    return list(pool), list(test)
+
+
+def fingerprint(cfg: DataConfig) -> str:
+    """sha256 of every example the config yields (pool and test split, as the run sees them).
+
+    Content, not paths: the same rows read from another folder give the same fingerprint, an edited
+    file or a changed generator a different one. Records store it, so a finished run is never reused
+    for data that changed under its config.
+    """
+    return _load(cfg)[2]
 
 
 def check_size(size: int, pool: int, name: str) -> None:
@@ -66,11 +106,16 @@ def check_size(size: int, pool: int, name: str) -> None:
 def check_data(cfg: DataConfig, allow_hub: bool, trains: bool = True) -> None:
     """Pre-model data checks, each a one-line :class:`ConfigError`.
 
-    Local files are read in full (a few MB: well under a second), so a malformed row or a
-    ``data.size`` beyond the pool fails here rather than after a model is loaded. Hub data
-    is only checked for reachability: sizing it needs the download.
+    Local files are read in full (a few MB: well under a second, and cached for the run that
+    follows, see :func:`load_splits`), so a malformed row or a ``data.size`` beyond the pool fails
+    here rather than after a model is loaded. Hub data is only checked for reachability: sizing it
+    needs the download.
     """
     _known(cfg)
+    for key in ("size", "test_size", "pool_size", "holdout_size", "max_length"):
+        positive(f"data.{key}", getattr(cfg, key))
+    if cfg.max_length < 16:
+        raise ConfigError(f"data.max_length={cfg.max_length} is too short; allowed: >= 16 tokens")
     if cfg.name == "synthetic_math":
         try:
             synthetic_math.check_languages(list(cfg.languages))
@@ -91,6 +136,6 @@ def check_data(cfg: DataConfig, allow_hub: bool, trains: bool = True) -> None:
         if not allow_hub:
             raise dataset.missing(cfg, "the hub is off")
         return
-    pool, _ = dataset.load(cfg)
+    pool, _ = load_splits(cfg)
     if not dataset.eval_only:
         check_size(cfg.size, len(pool), cfg.name)

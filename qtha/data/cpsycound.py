@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from qtha.config import ConfigError
+from qtha.errors import ConfigError
 from qtha.data.rows import Example, Message, Row
 from qtha.data.source import FileDataset
 

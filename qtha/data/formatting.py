@@ -27,13 +27,15 @@ IGNORE_INDEX = -100
 
 @dataclass
 class Encoded:
-    """Token ids and labels; ``turns`` assistant turns in the conversation, ``targets`` still labelled."""
+    """Token ids and labels; ``turns`` assistant turns in the conversation, ``targets`` still labelled;
+    ``index``: the row's position in its split (validation gathers shards by it)."""
 
     input_ids: list[int]
     labels: list[int]
     truncated: bool
     turns: int = 1
     targets: int = 1
+    index: int = 0
 
 
 def render_pieces(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> list[tuple[str, bool]]:
@@ -75,7 +77,7 @@ def encode_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message],
 
 
 def collate(examples: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch; padding is masked out of attention and of the loss."""
+    """Right-pad a batch; padding is masked out of attention and of the loss. ``index`` names the rows."""
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
@@ -85,4 +87,5 @@ def collate(examples: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]
         ids[i, :n] = torch.tensor(e.input_ids)
         labels[i, :n] = torch.tensor(e.labels)
         mask[i, :n] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask,
+            "index": torch.tensor([e.index for e in examples], dtype=torch.long)}

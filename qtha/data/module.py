@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -47,9 +48,11 @@ class ChatDataModule(L.LightningDataModule):
         pool, test = load_splits(self.cfg)
         self.train_rows = subsample(pool, self.cfg.size, self.seed, self.cfg.name) if pool else []
         self.test_rows = test[: self.cfg.test_size]
-        encode = lambda row: encode_chat(self.tokenizer, row["messages"], self.cfg.max_length)  # noqa: E731
-        self.train_set = [encode(r) for r in self.train_rows]
-        self.val_set = [encode(r) for r in self.test_rows]
+        def encode(rows: list[Example]) -> list[Encoded]:
+            return [replace(encode_chat(self.tokenizer, r["messages"], self.cfg.max_length), index=i)
+                    for i, r in enumerate(rows)]
+
+        self.train_set, self.val_set = encode(self.train_rows), encode(self.test_rows)
 
     def summary(self) -> dict[str, Any]:
         """Rows, tokens, truncation rate and assistant turns: logged once so a reader can judge the data.

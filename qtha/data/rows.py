@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from qtha.config import ConfigError
+from qtha.errors import ConfigError
 
 Example = dict[str, Any]
 Message = dict[str, str]

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
-from qtha.config import ConfigError, DataConfig
+from qtha.config import DataConfig
+from qtha.errors import ConfigError
 from qtha.data import hub
 from qtha.data.rows import Example, Row, Rows, read_jsonl
 
@@ -86,20 +87,40 @@ class FileDataset:
     eval_only: bool = False
 
     # ------------------------------------------------------------------ reading
+    def _local_files(self, path: Optional[Path]) -> tuple[str, list[Path]]:
+        """What a local read of ``path`` opens: (``"file"`` | ``"splits"`` | ``"cases"`` | ``""``, files)."""
+        if path is None or not path.exists():
+            return "", []
+        if path.is_file():
+            return "file", [path]
+        splits = [p for p in (path / "train.jsonl", path / "test.jsonl") if p.is_file()]
+        if splits:
+            return "splits", splits
+        if self.text_files:
+            cases = sorted(path.glob(self.text_files[0]), key=_case_number)
+            if cases:
+                return "cases", cases
+        return "", []
+
     def _local_reader(self, path: Optional[Path]) -> Optional[Callable[[], Splits]]:
         """How to read the local data at ``path``, or None when there is none (nothing is read yet)."""
-        if path is None or not path.exists():
-            return None
-        if path.is_file():
-            return lambda: (read_jsonl(path), None)
-        train, test = path / "train.jsonl", path / "test.jsonl"
-        if train.is_file() or test.is_file():
-            return lambda: (read_jsonl(train) if train.is_file() else None,
-                            read_jsonl(test) if test.is_file() else None)
-        if self.text_files and any(path.glob(self.text_files[0])):
-            pattern, parse = self.text_files
-            return lambda: (Rows([parse(p) for p in sorted(path.glob(pattern), key=_case_number)]), None)
+        layout, files = self._local_files(path)
+        if layout == "file":
+            return lambda: (read_jsonl(files[0]), None)
+        if layout == "splits":
+            train, test = path / "train.jsonl", path / "test.jsonl"
+            return lambda: (read_jsonl(train) if train in files else None, read_jsonl(test) if test in files else None)
+        if layout == "cases":
+            return lambda: (Rows([self.text_files[1](p) for p in files]), None)
         return None
+
+    def stamp(self, cfg: DataConfig) -> list[tuple[str, int, int]]:
+        """(path, size, mtime) of every local file a load would read: changes whenever the data does."""
+        stamps = []
+        for p in self._local_files(resolve(cfg.path))[1]:
+            st = p.stat()
+            stamps.append((str(p), st.st_size, st.st_mtime_ns))
+        return stamps
 
     def has_local(self, cfg: DataConfig) -> bool:
         return self._local_reader(resolve(cfg.path)) is not None

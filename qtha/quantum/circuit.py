@@ -89,8 +89,8 @@ def register_ansatz(name: str, fn: AnsatzFn, weight_shape_fn: WeightShapeFn) -> 
 
     Every backend picks it up, the torch kernel included, as long as its gates are among
     :data:`qtha.quantum.torchsim.SUPPORTED_GATES` (or decompose into them) and each gate angle
-    is an affine function of one input or one weight entry. Config validation
-    (``qtha.config.ANSATZE``) still lists only the built-in names.
+    is an affine function of one input or one weight entry. Config validation reads this table,
+    so ``adapter.ansatz=<name>`` is accepted once the ansatz is registered.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"ansatz name={name!r} must be a non-empty string")

@@ -16,7 +16,8 @@ a channel-capable device: ``default.mixed``) and an analytic readout-confusion m
 result cache when no gradient is needed (evaluation).
 
 The branch always computes in float32 or float64: autocast is disabled inside ``forward`` and
-the inputs and weights are cast to the module's dtype.
+the inputs and weights are cast to the parameters' dtype (float32 if a whole-model cast made them
+bf16/fp16).
 """
 from __future__ import annotations
 
@@ -32,9 +33,8 @@ from qtha.quantum import torchsim
 from qtha.quantum.circuit import ANSATZE, get_ansatz, make_qfunc, weight_shape
 from qtha.quantum.noise import NoiseSpec, check_channels
 from qtha.quantum.remote import ResultCache, load_device, with_retries
-from qtha.quantum.settings import check_settings, is_int
+from qtha.quantum.settings import BACKENDS, check_settings, is_int
 
-BACKENDS = ("torch", "pennylane")
 MAX_QUBITS = 20  # state vector: 2^20 amplitudes per token
 DTYPES = (torch.float32, torch.float64)
 
@@ -90,7 +90,7 @@ class QNN(nn.Module):
         shots = int(shots) if shots is not None else None
         self.n_qubits, self.n_layers, self.ansatz = n_qubits, n_layers, ansatz
         self.backend, self.device_name, self.shots, self.diff_method = backend, device, shots, diff_method
-        self.dtype, self.noise, self.retries, self.backoff_s = dtype, noise, int(retries), float(backoff_s)
+        self.noise, self.retries, self.backoff_s = noise, int(retries), float(backoff_s)
         self._cache = ResultCache(cache_size) if cache_size and backend == "pennylane" else None
         self._fn = get_ansatz(ansatz)[0]
         shape = weight_shape(ansatz, n_qubits, n_layers)
@@ -103,6 +103,12 @@ class QNN(nn.Module):
             self._plan = torchsim.get_plan(self._fn, n_qubits, shape)
         else:
             self._qnode = self._build_qnode()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype: the parameters' (``.double()`` → float64 end to end), float32 when a
+        whole-model cast made them half precision (the branch never computes in bf16/fp16)."""
+        return self.weights.dtype if self.weights.dtype in DTYPES else torch.float32
 
     @classmethod
     def from_config(cls, n_qubits: int, n_layers: int, ansatz: str, q: Any) -> "QNN":

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Optional
 
 from qtha.report import claims, counts, figures, records, tables
-from qtha.results import atomic_write_text, git_sha
+from qtha.provenance import git_sha
+from qtha.results import atomic_write_text
 
 
 def main(argv: Optional[list[str]] = None) -> int:

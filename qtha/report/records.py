@@ -1,8 +1,13 @@
 """Run records → pandas DataFrames: one row per record plus one per re-evaluation.
 
-Every report reads records through here, so a record this code does not understand (an
-unknown ``schema_version``, a missing or mistyped field) stops the report with one line
-naming the file and the field, instead of yielding a table with silently empty columns.
+Every report reads records through here, and here through :func:`qtha.results.load_record`
+(the one upgrade path for old schemas), so a record this code does not understand (an unknown
+``schema_version``, a missing or mistyped field) stops the report with one line naming the file
+and the field, instead of yielding a table with silently empty columns.
+
+Rows are grouped by what the resolved configs say, never by file names: a record's *setting*
+is the ``key=value`` of every config value that varies inside its experiment (seed and adapter
+name aside), so a knob set in an experiment file or on the command line shows alike.
 """
 from __future__ import annotations
 
@@ -12,17 +17,16 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from qtha.identity import flatten, semantic
 from qtha.report.columns import KNOBS, RECORD_COLUMNS
-from qtha.results import SCHEMA_VERSION, STATUSES
+from qtha.results import STATUSES, RunRecord, load_record, record_files
 
-KNOWN_SCHEMA_VERSIONS = (SCHEMA_VERSION,)
-REQUIRED: dict[str, type] = {"status": str, "experiment": str, "run_key": str, "config": dict, "overrides": list,
-                             "metrics": dict}
-IDENTITY = ("experiment", "run_key", "status", "adapter", "label", "eval_tag", "setting", "seed", "model", "data",
-            "data_size", "max_steps", "git_sha", "error", "path")
+IDENTITY = ("experiment", "run", "config_hash", "status", "adapter", "label", "eval_tag", "setting", "seed", "model",
+            "data", "data_size", "max_steps", "git_sha", "error", "path")
 METRIC_KEYS = tuple(c.key for c in RECORD_COLUMNS)
+NOT_A_SETTING = ("seed", "adapter.name")  # a table's rows already split by adapter; seeds are aggregated
 
-Record = tuple[Path, dict[str, Any]]
+Record = tuple[Path, RunRecord]
 
 
 class RecordError(ValueError):
@@ -30,60 +34,79 @@ class RecordError(ValueError):
 
 
 def load(results: str | Path, experiments: Sequence[str] = ()) -> list[Record]:
-    """Every ``<results>/runs/<experiment>/*.json`` (only the named experiments when given), checked."""
+    """Every record under ``<results>/runs/<experiment>/`` (only the named experiments when given), checked."""
     root = Path(results) / "runs"
-    paths = sorted(root.rglob("*.json")) if root.is_dir() else []
-    if not paths:
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    found = [f.name for f in folders if record_files(f)]
+    if not found:
         raise RecordError(f"{root}: no run records (*.json) found")
-    found = sorted({p.relative_to(root).parts[0] for p in paths})
     missing = [e for e in experiments if e not in found]
     if missing:
         raise RecordError(f"{root}: no records for experiment {missing[0]!r}; found: {', '.join(found)}")
     wanted = set(experiments or found)
-    return [(p, check(p, _read(p))) for p in paths if p.relative_to(root).parts[0] in wanted]
+    return [(p, check(p)) for f in folders if f.name in wanted for p in record_files(f)]
 
 
-def _read(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise RecordError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from exc
-
-
-def check(path: Path, rec: Any) -> dict[str, Any]:
-    """The record itself when this report knows its schema; RecordError naming the field otherwise."""
+def check(path: Path) -> RunRecord:
+    """The record at ``path``, upgraded, when this report can read it; RecordError naming the field otherwise."""
     def fail(problem: str) -> None:
         raise RecordError(f"{path}: {problem}")
 
-    if not isinstance(rec, dict):
-        fail(f"a record is a JSON object, not {type(rec).__name__}")
-    if "schema_version" not in rec:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise RecordError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(raw, dict):
+        fail(f"a record is a JSON object, not {type(raw).__name__}")
+    if "schema_version" not in raw:
         fail("required field 'schema_version' is missing")
-    version = rec["schema_version"]
-    if version not in KNOWN_SCHEMA_VERSIONS:
-        fail(f"schema_version {version!r} is unknown; this report reads {', '.join(map(str, KNOWN_SCHEMA_VERSIONS))}")
-    for name, kind in REQUIRED.items():
-        if name not in rec:
-            fail(f"required field {name!r} is missing (schema_version {version})")
-        if not isinstance(rec[name], kind):
-            fail(f"field {name!r} is {type(rec[name]).__name__}, expected {kind.__name__}")
-    if rec["status"] not in STATUSES:
-        fail(f"field 'status' is {rec['status']!r}; allowed: {', '.join(STATUSES)}")
-    if not isinstance(rec["config"].get("adapter"), dict) or "name" not in rec["config"]["adapter"]:
+    for name, kind in {"status": str, "experiment": str, "config": dict, "metrics": dict}.items():
+        if name not in raw:
+            fail(f"required field {name!r} is missing (schema_version {raw['schema_version']})")
+        if not isinstance(raw[name], kind):
+            fail(f"field {name!r} is {type(raw[name]).__name__}, expected {kind.__name__}")
+    if raw["status"] not in STATUSES:
+        fail(f"field 'status' is {raw['status']!r}; allowed: {', '.join(STATUSES)}")
+    if not isinstance(raw["config"].get("adapter"), dict) or "name" not in raw["config"]["adapter"]:
         fail("required field 'config.adapter.name' is missing")
-    if "seed" not in rec["config"]:
+    if "seed" not in raw["config"]:
         fail("required field 'config.seed' is missing")
-    if rec["status"] == "ok" and "loss" not in rec["metrics"]:
+    try:
+        rec = load_record(path)
+    except ValueError as exc:
+        raise RecordError(str(exc)) from exc
+    if rec.status == "ok" and "loss" not in rec.metrics:
         fail("required field 'metrics.loss' is missing from an ok record")
-    for i, ev in enumerate(rec.get("evaluations") or []):
+    for i, ev in enumerate(rec.evaluations):
         if not (isinstance(ev, dict) and "tag" in ev and isinstance(ev.get("metrics"), dict)):
             fail(f"evaluations[{i}] needs 'tag' and a 'metrics' object")
     return rec
 
 
-def _setting(run_key: str) -> str:
-    """The run key minus adapter and seed: what defines a comparable setting (e.g. ``data.size=300``)."""
-    return " ".join(p for p in run_key.split("__") if not p.startswith(("seed=", "adapter=")))
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")) if isinstance(value, (list, dict)) else str(value)
+
+
+def settings(records: Iterable[Record]) -> dict[Path, str]:
+    """Per record, ``key=value`` for each config value that differs between the records of its experiment.
+
+    A key only some records have (another adapter's knob) varies only among those that have it.
+    """
+    by_experiment: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    for path, rec in records:
+        by_experiment.setdefault(rec.experiment, []).append((path, flatten(semantic(rec.config))))
+    out: dict[Path, str] = {}
+    for rows in by_experiment.values():
+        values: dict[str, set[str]] = {}
+        for _, flat in rows:
+            for key, value in flat.items():
+                values.setdefault(key, set()).add(_show(value))
+        varying = sorted(k for k, v in values.items() if len(v) > 1 and k not in NOT_A_SETTING)
+        for path, flat in rows:
+            out[path] = " ".join(f"{k}={_show(flat[k])}" for k in varying if k in flat)
+    return out
 
 
 def _knobs(adapter: dict[str, Any]) -> dict[str, Any]:
@@ -96,16 +119,18 @@ def _knobs(adapter: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _identity(path: Path, rec: dict[str, Any]) -> dict[str, Any]:
-    cfg = rec["config"]
+def _identity(path: Path, rec: RunRecord, setting: str) -> dict[str, Any]:
+    cfg = rec.config
     adapter = cfg["adapter"]["name"]
+    error = (rec.error or {}).get("message", "")
     return {
-        "experiment": rec["experiment"], "run_key": rec["run_key"], "status": rec["status"], "adapter": adapter,
-        "label": adapter, "eval_tag": "", "setting": _setting(rec["run_key"]), "seed": cfg["seed"],
+        "experiment": rec.experiment, "run": path.stem, "config_hash": rec.config_hash, "status": rec.status,
+        "adapter": adapter, "label": adapter, "eval_tag": "", "setting": setting, "seed": cfg["seed"],
         "model": (cfg.get("model") or {}).get("name"), "data": (cfg.get("data") or {}).get("name"),
         "data_size": (cfg.get("data") or {}).get("size"), "max_steps": (cfg.get("trainer") or {}).get("max_steps"),
-        "git_sha": rec.get("git_sha"), "error": (rec.get("error") or "").strip().split("\n")[0], "path": str(path),
-        **_knobs(cfg["adapter"]),
+        "git_sha": rec.git_sha,
+        "error": f"{rec.error['type']}: {error.strip().splitlines()[0] if error.strip() else ''}" if rec.error else "",
+        "path": str(path), **_knobs(cfg["adapter"]),
     }
 
 
@@ -113,28 +138,29 @@ def _metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: metrics[k] for k in METRIC_KEYS if isinstance(metrics.get(k), (int, float))}
 
 
-def frame(records: Iterable[Record]) -> pd.DataFrame:
+def frame(records: Sequence[Record]) -> pd.DataFrame:
     """One row per record and per re-evaluation (label ``adapter (eval: <tag>)``), every column present."""
+    setting = settings(records)
     rows = []
     for path, rec in records:
-        base = _identity(path, rec)
-        params = {"trainable_params": rec.get("trainable_params", 0)}
-        rows.append({**base, **_metrics(rec["metrics"]), **params})
-        for ev in rec.get("evaluations") or []:
+        base = _identity(path, rec, setting[path])
+        params = {"trainable_params": rec.trainable_params}
+        rows.append({**base, **_metrics(rec.metrics), **params})
+        for ev in rec.evaluations:
             rows.append({**base, "label": f"{base['adapter']} (eval: {ev['tag']})", "eval_tag": ev["tag"],
                          **_metrics(ev["metrics"]), **params})
     return pd.DataFrame(rows, columns=[*IDENTITY, *KNOBS, *METRIC_KEYS])
 
 
-def history(records: Iterable[Record]) -> pd.DataFrame:
+def history(records: Sequence[Record]) -> pd.DataFrame:
     """Per-step ``train_loss`` / ``val_loss`` of the finished runs, long format, for the curves."""
+    setting = settings(records)
     rows = []
     for path, rec in records:
-        if rec["status"] != "ok":
+        if rec.status != "ok":
             continue
-        base = _identity(path, rec)
-        for h in rec["metrics"].get("history") or []:
-            rows.append({"experiment": base["experiment"], "label": base["label"], "setting": base["setting"],
-                         "seed": base["seed"], "step": h.get("step"), "train_loss": h.get("train_loss"),
-                         "val_loss": h.get("val_loss")})
+        for h in rec.history:
+            rows.append({"experiment": rec.experiment, "label": rec.config["adapter"]["name"],
+                         "setting": setting[path], "seed": rec.config["seed"], "step": h.get("step"),
+                         "train_loss": h.get("train_loss"), "val_loss": h.get("val_loss")})
     return pd.DataFrame(rows, columns=["experiment", "label", "setting", "seed", "step", "train_loss", "val_loss"])

@@ -32,8 +32,13 @@ from qtha.adapters import (
     save_adapter,
     unmerge_adapters,
 )
-from qtha.config import (ADAPTER_SCHEMAS, QTHA_VARIANTS, AdapterConfig, DoRAConfig, LoRAConfig, NoAdapterConfig,
-                         QTHAConfig, QuanTAConfig)
+from qtha.adapters.base import AdapterConfig
+from qtha.adapters.dora import DoRAConfig
+from qtha.adapters.lora import LoRAConfig
+from qtha.adapters.none import NoAdapterConfig
+from qtha.adapters.qtha import QTHA_VARIANTS, QTHAConfig
+from qtha.adapters.quanta import QuanTAConfig
+from qtha.compose import CONF_DIR
 
 TINY = LlamaConfig(
     vocab_size=300, hidden_size=64, intermediate_size=128,
@@ -166,12 +171,17 @@ def base_weights(model: nn.Module) -> dict[str, Tensor]:
 
 
 # --------------------------------------------------------------------------- registry
-def test_registry_matches_config_schemas() -> None:
-    assert set(ADAPTERS) == set(ADAPTER_SCHEMAS)
-    for name, cls in ADAPTERS.items():
-        if cls is not None:
-            assert issubclass(cls, AdapterLayer), name
-            assert isinstance(cls.mergeable, bool), name
+def test_every_registered_method_has_a_yaml_and_a_contract_case() -> None:
+    """A method = one module (registered), one conf/adapter YAML, and a case in CASES."""
+    yamls = {p.stem for p in (CONF_DIR / "adapter").glob("*.yaml")}
+    cased = {c.cfg.name for c in CASES}
+    for name, spec in ADAPTERS.items():
+        assert spec.name == name == spec.config.name and issubclass(spec.config, AdapterConfig), name
+        assert name in yamls, f"conf/adapter/{name}.yaml is missing"
+        if spec.layer is not None:
+            assert issubclass(spec.layer, AdapterLayer) and isinstance(spec.layer.mergeable, bool), name
+            assert name in cased, f"no contract case for adapter {name!r}"
+    assert yamls == set(ADAPTERS)
 
 
 # --------------------------------------------------------------------------- generic checks

@@ -13,7 +13,6 @@ from torch import nn
 
 from peft_oracle import TARGETS, batch, our_adapter_params, peft_adapter_params, tiny_llama
 from qtha.adapters import (
-    DoRALayer,
     adapter_layers,
     count_trainable,
     expected_trainable,
@@ -21,7 +20,7 @@ from qtha.adapters import (
     merge_adapters,
     unmerge_adapters,
 )
-from qtha.config import DoRAConfig
+from qtha.adapters.dora import DoRAConfig, DoRALayer
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # peft calls a deprecated transformers API
 

@@ -12,8 +12,9 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 
 from peft_oracle import TARGETS, batch, our_adapter_params, peft_adapter_params, tiny_llama
-from qtha.adapters import LoRALayer, adapter_layers, count_trainable, expected_trainable, inject_adapters
-from qtha.config import LoRAConfig
+from qtha.adapters import adapter_layers, count_trainable, expected_trainable, inject_adapters
+from qtha.adapters.lora import LoRALayer
+from qtha.adapters.lora import LoRAConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # peft calls a deprecated transformers API
 

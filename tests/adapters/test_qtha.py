@@ -5,8 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from qtha.adapters import AdapterMergeError, QTHALayer
-from qtha.config import QTHA_VARIANTS, QTHAConfig, QuantumConfig
+from qtha.adapters import AdapterMergeError
+from qtha.adapters.qtha import QTHALayer
+from qtha.adapters.qtha import QTHA_VARIANTS, QTHAConfig
+from qtha.config import QuantumConfig
 
 
 def test_spec_worked_count_for_qwen2_7b_shapes():

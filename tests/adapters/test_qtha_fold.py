@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 import qtha.adapters.qtha as qtha_module
-from qtha.adapters import QTHALayer
-from qtha.config import QTHAConfig, QuantumConfig
+from qtha.adapters.qtha import QTHALayer
+from qtha.adapters.qtha import QTHAConfig
+from qtha.config import QuantumConfig
 
 F64 = torch.float64
 

@@ -18,8 +18,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from qtha.adapters import QuanTALayer, count_trainable
-from qtha.config import QuanTAConfig
+from qtha.adapters import count_trainable
+from qtha.adapters.quanta import QuanTALayer
+from qtha.adapters.quanta import QuanTAConfig
 
 
 # --------------------------------------------------------------------------- reference

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,9 +14,9 @@ RATIOS = {f"{a}/{b}" for a in ("default.qubit", "lightning.qubit") for b in ("to
 AGREEMENTS = {"torch64_vs_default.qubit", "torch64_vs_lightning.qubit", "torch32_vs_default.qubit"}
 
 
-def test_quick_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "benchmarks/qnn.py", "--quick", "--threads", "1", "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+def test_quick_benchmark_writes_json_and_markdown(tmp_path: Path, python_process) -> None:
+    proc = python_process(["benchmarks/qnn.py", "--quick", "--threads", "1", "--out", str(tmp_path)], cwd=ROOT,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["qnn.json", "qnn.md"]  # no temp files left behind
 

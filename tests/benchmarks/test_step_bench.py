@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 ADAPTERS = ["lora", "none", "quanta", "qtha-full"]
 
 
-def test_quick_step_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "benchmarks/step.py", "--quick", "--model", "tiny_llama", "--threads", "1",
-                           "--adapters", "none,quanta,qtha-full", "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+def test_quick_step_benchmark_writes_json_and_markdown(tmp_path: Path, python_process) -> None:
+    proc = python_process(["benchmarks/step.py", "--quick", "--model", "tiny_llama", "--threads", "1",
+                           "--adapters", "none,quanta,qtha-full", "--out", str(tmp_path)], cwd=ROOT, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step.json", "step.md"]  # no temp files left behind
 

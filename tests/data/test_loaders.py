@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from qtha.compose import compose_checked
-from qtha.config import ConfigError, DataConfig
+from qtha.config import DataConfig
+from qtha.errors import ConfigError
 from qtha.data import ch_r1_math, check_data, load_splits
 from qtha.data.cpsycound import parse_case
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from qtha.backbone import build_tiny_tokenizer
-from qtha.config import ConfigError, DataConfig
+from qtha.config import DataConfig
+from qtha.errors import ConfigError
 from qtha.data import load_splits
 from qtha.data.module import ChatDataModule, subsample
 

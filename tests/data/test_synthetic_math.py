@@ -5,8 +5,6 @@ import hashlib
 import itertools
 import os
 import re
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -42,7 +40,7 @@ def test_same_seed_same_problems_different_seed_different():
     assert [p.question for p in generate(300, seed=7)] != [p.question for p in generate(300, seed=8)]
 
 
-def test_generation_ignores_hash_randomisation_and_global_rng():
+def test_generation_ignores_hash_randomisation_and_global_rng(python_process):
     """Other processes (different PYTHONHASHSEED) and global RNG state must not matter."""
     import random
 
@@ -54,9 +52,8 @@ def test_generation_ignores_hash_randomisation_and_global_rng():
             "ps = generate(500, seed=42) + make_splits(50, 20, seed=42)[1]; "
             "print(hashlib.sha256(repr(ps).encode()).hexdigest())")
     for hash_seed in ("0", "12345"):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, check=True)
+        out = python_process(["-c", code], env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        assert out.returncode == 0, out.stderr[-2000:]
         assert out.stdout.strip() == expected
 
 

@@ -13,7 +13,7 @@ from pennylane.devices import DefaultMixed, DefaultQubit
 from conftest import tiny_overrides
 from qtha import eval as qeval
 from qtha.compose import compose_checked
-from qtha.config import ConfigError
+from qtha.errors import ConfigError
 from qtha.quantum import ANSATZE, QNN, register_ansatz, remote
 from qtha.quantum.noise import NoiseSpec, depolarizing2_kraus
 from qtha.quantum.remote import DeviceExecutionError

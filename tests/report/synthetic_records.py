@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from qtha.report.counts import COLUMNS, PAPER_MODELS
-from qtha.results import RunRecord, run_key, write_record
+from qtha.identity import config_hash
+from qtha.results import RunRecord, record_path, write_record
 
 PARAMS = {"lora": 230_400, "qtha": 453_120}
 SEEDS = {"lora": (1, 2, 3), "qtha": (1, 2)}
@@ -49,23 +50,30 @@ def config(adapter: str, size: int, seed: int, experiment: str, **knobs: Any) ->
 
 
 def metrics(loss: float, train_loss: float, strict: float, step_time: float) -> dict[str, Any]:
-    curve = [{"step": s, "train_loss": 1.9 - (1.9 - train_loss) * s / 59, "lr": 3e-4} for s in range(60)]
-    curve += [{"step": s, "val_loss": loss + 0.1 * (60 - s) / 60} for s in (0, 20, 40, 60)]
     return {"init_loss": 1.85, "loss": loss, "ppl": math.exp(loss), "ppl_sample": 1.1 * math.exp(loss),
             "train_loss": train_loss, "train_loss_first": 1.9, "steps": 60, "step_time_s": step_time,
-            "accuracy": strict, "strict_accuracy": strict, "history": curve}
+            "accuracy": strict, "strict_accuracy": strict}
+
+
+def curve(loss: float, train_loss: float) -> list[dict[str, float]]:
+    steps = [{"step": s, "train_loss": 1.9 - (1.9 - train_loss) * s / 59, "lr": 3e-4} for s in range(60)]
+    return steps + [{"step": s, "val_loss": loss + 0.1 * (60 - s) / 60} for s in (0, 20, 40, 60)]
 
 
 def _write(root: Path, experiment: str, adapter: str, size: int, seed: int, status: str = "ok",
-           metric_values: dict[str, Any] | None = None, extra: tuple[str, ...] = (), **knobs: Any) -> RunRecord:
+           metric_values: dict[str, Any] | None = None, extra: tuple[str, ...] = (), **knobs: Any) -> tuple[Path, RunRecord]:
     overrides = [f"adapter={adapter}", f"data.size={size}", *extra]
-    record = RunRecord(status=status, experiment=experiment, run_key=run_key(overrides, seed),
-                       config=config(adapter, size, seed, experiment, **knobs), overrides=overrides,
-                       metrics=metric_values or {}, trainable_params=PARAMS[adapter], git_sha="0123456789abcdef")
+    cfg = config(adapter, size, seed, experiment, **knobs)
+    values = metric_values or {}
+    record = RunRecord(status=status, experiment=experiment, label=f"adapter={adapter}__data.size={size}" + "".join(f"__{k}={v}" for k, v in knobs.items()) + f"__seed={seed}",
+                       config_hash=config_hash(cfg), config=cfg, overrides=overrides, metrics=values,
+                       history=curve(values["loss"], values["train_loss"]) if "loss" in values else [],
+                       trainable_params=PARAMS[adapter], git_sha="0123456789abcdef")
     if status == "failed":
-        record.error = FAILED_ERROR
-    write_record(record, root)
-    return record
+        kind, _, message = FAILED_ERROR.partition(": ")
+        record.error = {"type": kind, "message": message, "traceback": ""}
+    path = write_record(record, record_path(root, experiment, record.stem))
+    return path, record
 
 
 def write_fixture(root: Path) -> Path:
@@ -73,11 +81,11 @@ def write_fixture(root: Path) -> Path:
     for (adapter, size), losses in LOSS.items():
         for i, seed in enumerate(SEEDS[adapter]):
             values = metrics(losses[i], TRAIN_LOSS[adapter, size][i], STRICT[adapter, size][i], STEP_TIME[adapter])
-            record = _write(root, "design_card", adapter, size, seed, metric_values=values)
+            path, record = _write(root, "design_card", adapter, size, seed, metric_values=values)
             if (adapter, size, seed) == ("qtha", 300, 1):
                 record.evaluations = [{"tag": NOISY_TAG, "overrides": ["quantum.device=default.mixed"],
                                        "metrics": {"loss": 1.25, "ppl": math.exp(1.25)}}]
-                write_record(record, root)
+                write_record(record, path)
     _write(root, "design_card", "qtha", 300, 3, status="failed", metric_values={"init_loss": 1.85})
     _write(root, "design_card", "qtha", 3000, 3, status="running")
     for n_qubits, loss in ((2, 1.30), (4, 1.20)):

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -42,14 +40,12 @@ def test_unknown_experiment_exits_2(results_dir: Path, tmp_path: Path, capsys):
     assert capsys.readouterr().err.startswith("qtha: error: ")
 
 
-def test_schema_change_exits_2_with_one_line(results_dir: Path, tmp_path: Path):
+def test_schema_change_exits_2_with_one_line(results_dir: Path, tmp_path: Path, capsys):
     path = next((results_dir / "runs" / "qubits_sweep").glob("*.json"))
     path.write_text(json.dumps({**json.loads(path.read_text()), "schema_version": 99}))
-    done = subprocess.run([sys.executable, "-m", "qtha.report", "--results", str(results_dir), "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
-    expected = f"qtha: error: {path}: schema_version 99 is unknown; this report reads 1"
-    assert done.stderr.strip().splitlines() == [expected]
+    assert cli.main(["--results", str(results_dir), "--out", str(tmp_path)]) == 2
+    expected = f"qtha: error: {path}: schema_version 99 is unknown; this qtha reads 1, 2"
+    assert capsys.readouterr().err.strip().splitlines() == [expected]
     assert not (tmp_path / "REPRODUCTION.md").exists()
 
 

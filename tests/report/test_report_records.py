@@ -5,10 +5,11 @@ import json
 from pathlib import Path
 
 import pytest
-from synthetic_records import NOISY_TAG, results_dir_fixture  # noqa: F401 (the results_dir fixture)  # noqa: F401 (pytest fixture)
+from synthetic_records import NOISY_TAG, _write, metrics, results_dir_fixture  # noqa: F401 (the results_dir fixture)  # noqa: F401 (pytest fixture)
 
 from qtha.metrics.scoring import METRIC_NAMES
 from qtha.report import columns, records
+from qtha.results import write_record
 
 
 def test_frame_has_a_row_per_record_and_per_reevaluation(results_dir: Path):
@@ -26,7 +27,7 @@ def test_frame_has_a_row_per_record_and_per_reevaluation(results_dir: Path):
 
 
 def test_only_the_named_experiments_are_loaded(results_dir: Path):
-    assert {rec["experiment"] for _, rec in records.load(results_dir, ["qubits_sweep"])} == {"qubits_sweep"}
+    assert {rec.experiment for _, rec in records.load(results_dir, ["qubits_sweep"])} == {"qubits_sweep"}
     with pytest.raises(records.RecordError, match="no records for experiment 'nope'; found: design_card"):
         records.load(results_dir, ["nope"])
 
@@ -45,7 +46,7 @@ def _edit_one(results_dir: Path, edit) -> Path:
 
 
 @pytest.mark.parametrize("edit, field", [
-    (lambda r: r.update(schema_version=2), "schema_version 2 is unknown"),
+    (lambda r: r.update(schema_version=3), "schema_version 3 is unknown"),
     (lambda r: r.pop("metrics"), "required field 'metrics' is missing"),
     (lambda r: r.update(metrics=[]), "field 'metrics' is list, expected dict"),
     (lambda r: r["metrics"].pop("loss"), "'metrics.loss' is missing"),
@@ -69,3 +70,20 @@ def test_invalid_json_is_named(results_dir: Path):
 
 def test_generation_columns_match_the_scorers():
     assert {c.key for c in columns.GENERATION} == set(METRIC_NAMES)
+
+
+def test_rows_group_by_config_values_not_by_file_names(tmp_path: Path):
+    """Two records with the same overrides but a different experiment-file value are two settings; a key
+    only one adapter has varies only among its records."""
+    values = metrics(1.0, 0.9, 0.0, 0.5)
+    for seed in (1, 2):
+        _write(tmp_path, "exp", "lora", 300, seed, metric_values=values)
+        _write(tmp_path, "exp", "qtha", 300, seed, metric_values=values, bottleneck=64)
+    path, rec = _write(tmp_path, "exp", "lora", 300, 3, metric_values=values)
+    rec.config["trainer"]["max_steps"] = 120            # as if conf/experiment/<name>.yaml had been edited
+    write_record(rec, path)
+    df = records.frame(records.load(tmp_path))
+    lora = df[df.adapter == "lora"]
+    assert dict(zip(lora.seed, lora.setting)) == {1: "trainer.max_steps=60", 2: "trainer.max_steps=60",
+                                                  3: "trainer.max_steps=120"}
+    assert set(df[df.adapter == "qtha"].setting) == {"trainer.max_steps=60"}   # bottleneck is constant among QTHA

@@ -1,0 +1,107 @@
+"""The ``trainer`` group's owner: its checks, the precision policy and the one Lightning ``Trainer``
+factory that training and re-evaluation share (so their settings cannot drift apart)."""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from lightning.pytorch import Callback, Trainer
+
+from qtha.config import RunConfig, TrainerConfig
+from qtha.errors import ConfigError, one_of, positive
+
+PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+
+
+def check_trainer(t: TrainerConfig) -> None:
+    """One-line ConfigErrors for values Lightning would otherwise reject after the model is loaded."""
+    if t.max_steps < 0:
+        raise ConfigError(f"trainer.max_steps={t.max_steps} must be >= 0")
+    for key in ("batch_size", "accumulate_grad_batches", "lr", "val_check_interval", "log_every_n_steps",
+                "checkpoint_every"):
+        positive(f"trainer.{key}", getattr(t, key))
+    if t.warmup_steps < 0 or t.gradient_clip_val < 0 or not 0.0 <= t.min_lr_ratio <= 1.0:
+        raise ConfigError("trainer.warmup_steps and trainer.gradient_clip_val must be >= 0, "
+                          f"trainer.min_lr_ratio in [0, 1] (got {t.warmup_steps}, {t.gradient_clip_val}, "
+                          f"{t.min_lr_ratio})")
+    one_of("trainer.precision", str(t.precision), PRECISIONS)
+    one_of("trainer.accelerator", t.accelerator, ACCELERATORS)
+    for key in ("num_workers", "fault_at_step", "kill_at_step"):
+        value = getattr(t, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"trainer.{key}={value} must be >= 0")
+    devices = t.devices
+    bad_count = isinstance(devices, int) and devices < 1 and devices != -1
+    if bad_count or (isinstance(devices, Sequence) and not isinstance(devices, str) and not devices):
+        raise ConfigError(f"trainer.devices={devices} is not allowed; allowed: a count >= 1, -1 (all), auto, "
+                          "or a non-empty list of device indices")
+    if t.strategy != "auto":
+        from lightning.pytorch.strategies import StrategyRegistry
+
+        one_of("trainer.strategy", t.strategy, ["auto", *StrategyRegistry.available_strategies()])
+
+
+def resolve_precision(requested: str, accelerator: str) -> str:
+    """``auto``: bf16 autocast where the hardware does bf16 natively, else fp32."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    if accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available()):
+        return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "32-true"
+    return "bf16-mixed" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "32-true"
+
+
+class FaultInjection(Callback):
+    """Testing aids, fired when optimiser step ``step`` is about to run.
+
+    ``trainer.fault_at_step`` raises: how the tests prove that a failing job is recorded
+    ``failed`` while the rest of a sweep goes on. ``trainer.kill_at_step`` (``kill=True``) sends the
+    process SIGKILL, as an OOM killer or a pre-empted node would: no record update, no clean-up,
+    what ``resume=true`` must recover from.
+    """
+
+    def __init__(self, step: int, kill: bool = False) -> None:
+        self.step, self.kill = step, kill
+
+    def on_train_batch_start(self, trainer: Trainer, *args: Any) -> None:
+        if trainer.global_step != self.step:
+            return
+        if self.kill:
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError(f"injected fault at step {self.step} (trainer.fault_at_step)")
+
+
+def build_trainer(cfg: RunConfig, logger: Optional[Any] = None, callbacks: Sequence[Callback] = ()) -> Trainer:
+    """The run's ``Trainer``: fixed ``max_steps``, validation every ``val_check_interval`` steps, no
+    sanity pass (the run validates at step 0 itself), Lightning's own checkpointing off (``qtha.checkpoint``
+    writes adapter-only ones)."""
+    t = cfg.trainer
+    extra: list[Callback] = list(callbacks)
+    if t.fault_at_step is not None:
+        extra.append(FaultInjection(t.fault_at_step))
+    if t.kill_at_step is not None:
+        extra.append(FaultInjection(t.kill_at_step, kill=True))
+    return Trainer(
+        max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+        precision=resolve_precision(t.precision, t.accelerator), gradient_clip_val=t.gradient_clip_val,
+        accumulate_grad_batches=t.accumulate_grad_batches, val_check_interval=t.val_check_interval,
+        check_val_every_n_epoch=None, log_every_n_steps=t.log_every_n_steps, logger=logger or False,
+        callbacks=extra, enable_checkpointing=False, enable_progress_bar=t.enable_progress_bar,
+        enable_model_summary=False, deterministic=t.deterministic, num_sanity_val_steps=0,
+        default_root_dir=cfg.work_dir,
+    )
+
+
+def is_global_zero_process() -> bool:
+    """Whether this process is rank 0 (or the only process). Decided from the launcher's environment, so it
+    holds before a Trainer exists: Lightning's subprocess launcher re-runs the command with ``LOCAL_RANK``
+    (and ``NODE_RANK``) set, torchrun sets ``RANK``, SLURM ``SLURM_PROCID``."""
+    return all(int(os.environ.get(var) or 0) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
