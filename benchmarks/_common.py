@@ -18,10 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from qtha.provenance import environment, git_sha, versions
+from qtha.provenance import environment, git_dirty, git_sha, versions
 from qtha.results import atomic_write_text
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 LOAD_THRESHOLD = 1.5  # 1-min load average above which other jobs are taken to be running
 
 
@@ -87,7 +86,7 @@ def run_info(argv: Sequence[str]) -> dict[str, Any]:
     return {
         "command": [Path(sys.executable).name, *argv],
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_sha": git_sha(REPO_ROOT),
+        "git_sha": git_sha(), "git_dirty": git_dirty(),
         "versions": versions(),
         "environment": env,
         "load_average_start": load_average(),

@@ -5,6 +5,7 @@ import itertools
 
 import pytest
 
+from qtha import compose
 from qtha.compose import check_jobs, compose_checked, expand_sweeps, group_options
 from qtha.errors import ConfigError
 
@@ -48,3 +49,35 @@ def test_sweep_expansion_matches_hydra_order():
 def test_bad_value_in_the_middle_of_a_sweep_fails_before_any_job():
     with pytest.raises(ConfigError, match="adapter='bogus' is unknown"):
         check_jobs(["adapter=lora,bogus,none", "data.size=300"], multirun=True)
+
+
+def test_a_registered_ansatz_is_a_valid_config_value():
+    """Validation reads the ansatz registry, so register_ansatz is enough to use a new circuit."""
+    from qtha.quantum import ANSATZE, register_ansatz
+    from qtha.quantum.circuit import hea_ansatz, hea_weight_shape
+
+    with pytest.raises(ConfigError, match="adapter.ansatz='hea_copy' is not allowed"):
+        compose_checked(["model=tiny_llama", "adapter=qtha", "adapter.ansatz=hea_copy"])
+    register_ansatz("hea_copy", hea_ansatz, hea_weight_shape)
+    try:
+        assert compose_checked(["model=tiny_llama", "adapter=qtha", "adapter.ansatz=hea_copy"]).adapter.ansatz == "hea_copy"
+    finally:
+        ANSATZE.pop("hea_copy")
+
+
+def test_one_job_is_validated_once_and_its_data_file_read_once(tmp_path, monkeypatch):
+    """What ``python -m qtha.run`` does per job: compose and check (once), then train (no second check)."""
+    import qtha.data
+    import qtha.data.source as source
+    from conftest import tiny_overrides
+    from qtha.train import train
+
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(f'{{"prompt": "q{i}", "response": "a{i}"}}\n' for i in range(8)))
+    reads, checks = [], []
+    monkeypatch.setattr(source, "read_jsonl", lambda p, real=source.read_jsonl: reads.append(p) or real(p))
+    monkeypatch.setattr(compose, "check_data", lambda *a, real=compose.check_data, **k: checks.append(1) or real(*a, **k))
+    args = tiny_overrides(tmp_path, "data=jsonl", f"data.path={data}", "data.size=4", "data.holdout_size=2",
+                          "trainer.max_steps=1", "eval.enabled=false")
+    train(compose_checked(args), args)
+    assert len(checks) == 1 and reads == [data]

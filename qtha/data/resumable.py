@@ -3,14 +3,17 @@
 Lightning saves the ``state_dict()`` of a training loader that has one with the loops in every
 checkpoint and hands it back through ``load_state_dict`` on resume, before the first batch is
 drawn; it calls ``sampler.set_epoch`` at each epoch start. A plain shuffled ``DataLoader`` would
-restart the interrupted epoch from its first batch, in the order of a fresh generator.
+restart the interrupted epoch from its first batch, in the order of a fresh generator. Under a
+multi-process strategy the sampler shards the epoch itself (it *is* a ``DistributedSampler``, so
+Lightning does not wrap it in one that would shuffle again), and every process resumes its shard.
 """
 from __future__ import annotations
 
 from typing import Any, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
 
 
 def shuffled_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -25,30 +28,31 @@ def shuffled_order(n: int, seed: int, epoch: int) -> list[int]:
     return order.tolist()
 
 
-class EpochSampler(Sampler[int]):
-    """The seeded shuffle of epoch ``set_epoch(e)``, computed from (seed, e) alone; ``skip`` drops the
-    first indices of the next epoch iterated (the batches trained on before a crash)."""
+class EpochSampler(DistributedSampler):
+    """The seeded shuffle of epoch ``set_epoch(e)``, computed from (seed, e) alone, and this process's
+    shard of it (every ``world``-th index from ``rank``, the epoch padded by wrapping around as
+    ``DistributedSampler`` pads; one process: the whole order). ``skip`` drops the first indices of the
+    next epoch iterated (the batches trained on before a crash)."""
 
     def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch, self.skip = n, seed, 0, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
+        distributed = dist.is_available() and dist.is_initialized()
+        world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+        super().__init__(range(n), num_replicas=world, rank=rank, shuffle=False, seed=seed)
+        self.n, self.skip = n, 0
 
     def __iter__(self) -> Iterator[int]:
+        order = shuffled_order(self.n, self.seed, self.epoch)
+        order += order[: self.total_size - len(order)]
         skip, self.skip = self.skip, 0
-        return iter(shuffled_order(self.n, self.seed, self.epoch)[skip:])
+        return iter(order[self.rank:self.total_size:self.num_replicas][skip:])
 
 
 class ResumableLoader(DataLoader):
     """A ``DataLoader`` over an :class:`EpochSampler` that counts the batches it has handed out.
 
     Its state is (epoch, batches taken); loading it makes the next iteration of that same epoch
-    skip those batches. Any other sampler (e.g. Lightning's DistributedSampler under DDP) restarts
-    the epoch, as a plain loader would.
+    skip those batches (each process's shard the same number). Any other sampler restarts the
+    epoch, as a plain loader would.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import pandas as pd
 
-from qtha.report.columns import PARAMS, TEXT, Column, column
+from qtha.report.columns import ONE_SETTING, PARAMS, TEXT, Column, column
 from qtha.report.counts import PAPER_MODELS
 from qtha.report.tables import cell, markdown
 
@@ -80,7 +80,7 @@ def _noise(qtha: pd.Series, lora: pd.Series, metric: Column) -> str:
 
 
 def _effect(qtha: pd.Series, lora: pd.Series, metric: Column, value: float, text: str) -> Effect:
-    setting = qtha["setting"] or "(defaults)"
+    setting = qtha["setting"] or ONE_SETTING
     noise = _noise(qtha, lora, metric)
     row = [qtha["experiment"], setting, str(qtha["model"]), str(qtha["data"]), str(qtha["max_steps"]),
            _spread(qtha, metric), _spread(lora, metric), text + noise]
@@ -173,7 +173,7 @@ def claim_maths(summary: pd.DataFrame) -> Verdict:
     if effects and not measured:
         q, lo = max(found, key=lambda p: max(p[0][key], p[1][key]))
         reason = (f"strict accuracy is at the floor (< {FLOOR:g}%) in every QTHA/LoRA pair (highest: QTHA "
-                  f"{q[key]:.2f}%, LoRA {lo[key]:.2f}% in {q['experiment']} {q['setting'] or '(defaults)'} on "
+                  f"{q[key]:.2f}%, LoRA {lo[key]:.2f}% in {q['experiment']} {q['setting'] or ONE_SETTING} on "
                   f"{q['model']}): the model solves almost none of the test problems, so a difference between "
                   "adapters is noise, not evidence")
         return Verdict(*claim, "not measurable here", reason, [e.row for e in effects])

@@ -39,6 +39,8 @@ RECORD_COLUMNS = (PARAMS, *LOSSES, *GENERATION, STEP_TIME)
 KNOBS = {"rank": "adapter.rank", "bond_dim": "adapter.bond_dim", "n_qubits": "adapter.n_qubits",
          "qnn_layers": "adapter.qnn_layers", "variant": "adapter.variant"}
 ADAPTER_ORDER = ("none", "lora", "dora", "quanta", "qtha")
+# The setting of a row whose experiment varies nothing but adapter and seed (see report.records.settings).
+ONE_SETTING = "(one setting)"
 
 PPL_NOTE = ("PPL (token) = exp(token-mean eval cross-entropy over response tokens); PPL (sample) = mean over test "
             "samples of exp(per-sample loss), the paper's definition.")

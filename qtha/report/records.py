@@ -12,6 +12,7 @@ name aside), so a knob set in an experiment file or on the command line shows al
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -27,6 +28,7 @@ METRIC_KEYS = tuple(c.key for c in RECORD_COLUMNS)
 NOT_A_SETTING = ("seed", "adapter.name")  # a table's rows already split by adapter; seeds are aggregated
 
 Record = tuple[Path, RunRecord]
+log = logging.getLogger("qtha")
 
 
 class RecordError(ValueError):
@@ -34,7 +36,8 @@ class RecordError(ValueError):
 
 
 def load(results: str | Path, experiments: Sequence[str] = ()) -> list[Record]:
-    """Every record under ``<results>/runs/<experiment>/`` (only the named experiments when given), checked."""
+    """Every record under ``<results>/runs/<experiment>/`` (only the named experiments when given), checked,
+    one per experiment and config (:func:`unique`)."""
     root = Path(results) / "runs"
     folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     found = [f.name for f in folders if record_files(f)]
@@ -44,7 +47,11 @@ def load(results: str | Path, experiments: Sequence[str] = ()) -> list[Record]:
     if missing:
         raise RecordError(f"{root}: no records for experiment {missing[0]!r}; found: {', '.join(found)}")
     wanted = set(experiments or found)
-    return [(p, check(p)) for f in folders if f.name in wanted for p in record_files(f)]
+    kept, duplicates = unique([(p, check(p)) for f in folders if f.name in wanted for p in record_files(f)])
+    for path in duplicates:
+        log.warning("qtha: %s repeats the config of another record of its experiment; left out", path)
+    return kept
+
 
 
 def check(path: Path) -> RunRecord:
@@ -92,21 +99,41 @@ def _show(value: Any) -> str:
 def settings(records: Iterable[Record]) -> dict[Path, str]:
     """Per record, ``key=value`` for each config value that differs between the records of its experiment.
 
-    A key only some records have (another adapter's knob) varies only among those that have it.
+    An ``adapter.*`` knob counts as varying only among records of the same adapter (LoRA's
+    ``target_modules`` differing from ``adapter=none``'s says nothing the adapter column does not).
     """
     by_experiment: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
     for path, rec in records:
         by_experiment.setdefault(rec.experiment, []).append((path, flatten(semantic(rec.config))))
     out: dict[Path, str] = {}
     for rows in by_experiment.values():
-        values: dict[str, set[str]] = {}
+        values: dict[tuple[str, Any], set[str]] = {}
         for _, flat in rows:
             for key, value in flat.items():
-                values.setdefault(key, set()).add(_show(value))
-        varying = sorted(k for k, v in values.items() if len(v) > 1 and k not in NOT_A_SETTING)
+                scope = flat["adapter.name"] if key.startswith("adapter.") else None
+                values.setdefault((key, scope), set()).add(_show(value))
+        varying = {k for (k, _), v in values.items() if len(v) > 1 and k not in NOT_A_SETTING}
         for path, flat in rows:
-            out[path] = " ".join(f"{k}={_show(flat[k])}" for k in varying if k in flat)
+            out[path] = " ".join(f"{k}={_show(flat[k])}" for k in sorted(varying) if k in flat
+                                 and len(values[(k, flat["adapter.name"] if k.startswith("adapter.") else None)]) > 1)
     return out
+
+
+def unique(records: Sequence[Record]) -> tuple[list[Record], list[Path]]:
+    """One record per experiment and config (schema-1 sweeps could store one config twice, under two
+    spellings): a finished one first, then the latest. Returns (kept, the paths left out)."""
+    def rank(i: int) -> tuple[bool, str, str]:
+        path, rec = records[i]
+        return rec.status == "ok", rec.finished_at or "", str(path)
+
+    best: dict[tuple[str, str], int] = {}
+    for i, (_, rec) in enumerate(records):
+        key = (rec.experiment, rec.config_hash)
+        if key not in best or rank(i) > rank(best[key]):
+            best[key] = i
+    chosen = set(best.values())
+    return ([r for i, r in enumerate(records) if i in chosen],
+            [p for i, (p, _) in enumerate(records) if i not in chosen])
 
 
 def _knobs(adapter: dict[str, Any]) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from qtha.report.columns import (ADAPTER_ORDER, GENERATION, KNOBS, LOSSES, PARAMS, PPL_NOTE, RATIO, STEP_TIME,
-                                 Column)
+from qtha.report.columns import (ADAPTER_ORDER, GENERATION, KNOBS, LOSSES, ONE_SETTING, PARAMS, PPL_NOTE, RATIO,
+                                 STEP_TIME, Column)
 from qtha.report.records import METRIC_KEYS
 from qtha.results import atomic_write_text
 
@@ -121,7 +121,7 @@ def grid(summary: pd.DataFrame, columns: Sequence[Column]) -> tuple[list[str], l
     cells, bold = [], []
     for _, row in summary.iterrows():
         best = set(filter(None, row.get("best", "").split(";")))
-        cells.append([row["label"], row["setting"] or "(defaults)", STATUS_SHOWN[row["status"]], str(row["n"]),
+        cells.append([row["label"], row["setting"] or ONE_SETTING, STATUS_SHOWN[row["status"]], str(row["n"]),
                       *(cell(row, c) for c in columns), row["note"]])
         bold.append([False] * 4 + [c.key in best for c in columns] + [False])
     return header, cells, bold

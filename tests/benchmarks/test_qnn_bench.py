@@ -15,12 +15,12 @@ AGREEMENTS = {"torch64_vs_default.qubit", "torch64_vs_lightning.qubit", "torch32
 
 
 def test_quick_benchmark_writes_json_and_markdown(tmp_path: Path, python_process) -> None:
-    proc = python_process(["benchmarks/qnn.py", "--quick", "--threads", "1", "--out", str(tmp_path)], cwd=ROOT,
+    proc = python_process(["benchmarks/qnn.py", "--quick", "--threads", "1", "--out", str(tmp_path / "out")], cwd=ROOT,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["qnn.json", "qnn.md"]  # no temp files left behind
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["qnn.json", "qnn.md"]  # no temp files left behind
 
-    report = json.loads((tmp_path / "qnn.json").read_text(encoding="utf-8"))
+    report = json.loads((tmp_path / "out" / "qnn.json").read_text(encoding="utf-8"))
     assert report["benchmark"] == "qnn" and report["schema_version"] == 1
     for dist in ("torch", "pennylane", "pennylane-lightning"):
         assert report["versions"][dist]
@@ -53,7 +53,7 @@ def test_quick_benchmark_writes_json_and_markdown(tmp_path: Path, python_process
     assert s["agreement_ok"] and s["tolerance"] == 1e-6 and s["target_ratio"] == 20
     assert s["target_met"] == (s["min_ratio"] >= 20)
 
-    md = (tmp_path / "qnn.md").read_text(encoding="utf-8")
+    md = (tmp_path / "out" / "qnn.md").read_text(encoding="utf-8")
     assert re.search(r"torch kernel ≥ 20× faster than default\.qubit at every measured size: \*\*(met|missed)\*\* "
                      r"\(min ratio [0-9.]+", md)
     assert md.count("\n| ") == len(report["results"]) + 1  # header + one row per size

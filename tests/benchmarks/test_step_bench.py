@@ -15,11 +15,11 @@ ADAPTERS = ["lora", "none", "quanta", "qtha-full"]
 
 def test_quick_step_benchmark_writes_json_and_markdown(tmp_path: Path, python_process) -> None:
     proc = python_process(["benchmarks/step.py", "--quick", "--model", "tiny_llama", "--threads", "1",
-                           "--adapters", "none,quanta,qtha-full", "--out", str(tmp_path)], cwd=ROOT, timeout=900)
+                           "--adapters", "none,quanta,qtha-full", "--out", str(tmp_path / "out")], cwd=ROOT, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step.json", "step.md"]  # no temp files left behind
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["step.json", "step.md"]  # no temp files left behind
 
-    report = json.loads((tmp_path / "step.json").read_text(encoding="utf-8"))
+    report = json.loads((tmp_path / "out" / "step.json").read_text(encoding="utf-8"))
     assert report["benchmark"] == "step" and report["schema_version"] == 1
     assert report["versions"]["torch"] and "git_sha" in report and report["wall_time_s"] > 0
     cfg = report["config"]
@@ -44,6 +44,6 @@ def test_quick_step_benchmark_writes_json_and_markdown(tmp_path: Path, python_pr
     for t in report["targets"]:
         assert t["met"] == (t["ratio"] <= t["limit"])
 
-    md = (tmp_path / "step.md").read_text(encoding="utf-8")
+    md = (tmp_path / "out" / "step.md").read_text(encoding="utf-8")
     assert len(re.findall(r"\*\*(met|missed)\*\* \(ratio [0-9.]+[;)]", md)) == len(report["targets"])
     assert md.count("\n| ") == len(results) + 1  # header + one row per adapter

@@ -2,6 +2,7 @@
 the evaluation cache, device retries and batching, and a noisy re-evaluation of a trained tiny QTHA."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -17,7 +18,7 @@ from qtha.errors import ConfigError
 from qtha.quantum import ANSATZE, QNN, register_ansatz, remote
 from qtha.quantum.noise import NoiseSpec, depolarizing2_kraus
 from qtha.quantum.remote import DeviceExecutionError
-from qtha.results import load_record, record_path
+from qtha.results import load_record
 from qtha.train import train
 
 F64 = torch.float64
@@ -316,22 +317,24 @@ def test_noisy_and_shot_reevaluation_of_a_trained_qtha(tmp_path):
     overrides = tiny_overrides(tmp_path, "adapter=qtha", "adapter.n_qubits=2", "adapter.bottleneck=16",
                                "trainer.max_steps=2", "trainer.lr=0.02", "eval.limit=2", "eval.batch_size=2")
     cfg = compose_checked(overrides)
-    record = train(cfg, overrides)
+    run = train(cfg, overrides)
+    record, path = run.record, run.path
     assert record.status == "ok", record.error
-    path = record_path(cfg.results_dir, cfg.name, record.run_key)
     noisy = ["quantum.backend=pennylane", "quantum.device=default.mixed", "quantum.noise=depolarizing",
              "quantum.p1=0.1", "quantum.p2=0.1", "quantum.readout=[[0.95,0.05],[0.1,0.9]]"]
     shots = ["quantum.backend=pennylane", "quantum.device=default.qubit", "quantum.shots=1000"]
     for args, tag in (([], "exact"), (noisy, "noisy_high"), (shots, "shots_1000")):
         assert qeval.main([str(path), *args, "--tag", tag]) == 0
-    losses = {e["tag"]: e["metrics"]["loss"] for e in load_record(path)["evaluations"]}
+    losses = {e["tag"]: e["metrics"]["loss"] for e in load_record(path).evaluations}
     assert losses["exact"] == pytest.approx(record.metrics["loss"], rel=1e-5)
     assert all(math.isfinite(v) for v in losses.values()), losses
     assert abs(losses["noisy_high"] - losses["exact"]) > 1e-3, losses  # deterministic: the channels shrink ⟨Z⟩
     assert losses["shots_1000"] != losses["exact"], losses  # samples are seeded by the run's seed (numpy global)
     print("\nlosses:", losses)
-    # a record written before the noise fields existed still loads under the schema
-    old = load_record(path)
+    # a record written before the noise fields existed still loads (its config gains them at their defaults)
+    old = json.loads(path.read_text())
     for key in ("noise", "p1", "p2", "readout", "retries", "backoff_s", "cache_size"):
         old["config"]["quantum"].pop(key, None)
-    assert qeval.build_config(old, noisy).quantum.p1 == 0.1
+    path.write_text(json.dumps(old))
+    assert load_record(path).config["quantum"]["noise"] == "none"
+    assert qeval.eval_config(load_record(path), noisy)[0].quantum.p1 == 0.1

@@ -259,6 +259,20 @@ def test_shapes_dtypes_and_autocast():
         q(torch.randn(2, 3))
 
 
+@pytest.mark.parametrize("backend", ["torch", "pennylane"])
+def test_double_computes_in_float64_end_to_end(backend):
+    """``QNN(...).double()``: float64 out, and float64 agreement with default.qubit (not float32's 1e-6)."""
+    q = QNN(4, 2, backend=backend).double()
+    seed, x, _, g = _draw(9, 4, (1,))
+    out = q(x)
+    assert q.dtype == F64 and out.dtype == F64
+    ref = _default_qubit(qtha_ansatz, 4, x, q.weights.detach())
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-10, msg=f"seed={seed}")
+    back = q.float()
+    assert back(x.float()).dtype == torch.float32 and back.dtype == torch.float32
+    assert q.bfloat16().dtype == torch.float32  # a whole-model half cast never makes the branch half precision
+
+
 def test_num_params_and_repr():
     assert QNN.num_params(4, 1) == 16 == QNN(4, 1).weights.numel()
     assert QNN.num_params(5, 3, "hea") == 15 == QNN(5, 3, ansatz="hea").weights.numel()
