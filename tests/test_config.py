@@ -67,7 +67,6 @@ def test_a_registered_ansatz_is_a_valid_config_value():
 
 def test_one_job_is_validated_once_and_its_data_file_read_once(tmp_path, monkeypatch):
     """What ``python -m qtha.run`` does per job: compose and check (once), then train (no second check)."""
-    import qtha.data
     import qtha.data.source as source
     from conftest import tiny_overrides
     from qtha.train import train

@@ -13,7 +13,7 @@ from qtha.backbone import load_backbone
 from qtha.compose import compose_checked
 from qtha.errors import ConfigError
 from qtha.generation import generate, prompt_ids
-from qtha.results import load_record, record_path
+from qtha.results import load_record
 from qtha.train import train
 
 CONVERSATIONS = [

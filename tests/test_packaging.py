@@ -6,7 +6,6 @@ import json
 import os
 import zipfile
 from importlib import metadata
-from pathlib import Path
 
 import pytest
 
