@@ -26,7 +26,7 @@ from qtha.build import build
 from qtha.compose import compose_job, validate
 from qtha.errors import ConfigError
 from qtha.evaluation import measure, write_predictions
-from qtha.identity import config_hash, flatten, semantic
+from qtha.identity import NON_SEMANTIC, config_hash, flatten, semantic
 from qtha.provenance import git_dirty, git_sha, versions
 from qtha.results import RunRecord, atomic_write_text, load_record, predictions_path, record_files
 from qtha.trainer import is_global_zero_process
@@ -86,7 +86,10 @@ def eval_config(record: RunRecord, overrides: list[str]) -> tuple[DictConfig, di
 
 
 def _tag(overrides: list[str], given: Optional[str]) -> str:
-    text = given or ("__".join(sorted(overrides)) if overrides else "reeval")
+    """``--tag``, else the overrides that can change a number (``trainer.enable_progress_bar=false`` cannot)."""
+    shown = [o for o in overrides if not any(o.lstrip("+~").split("=")[0] == k or o.lstrip("+~").startswith(k + ".")
+                                             for k in NON_SEMANTIC)]
+    text = given or ("__".join(sorted(shown)) if shown else "reeval")
     return re.sub(r"[^A-Za-z0-9_.=,+\-]", "-", text)[:120]
 
 
