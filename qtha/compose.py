@@ -10,6 +10,7 @@ per job, before any model or dataset is loaded.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -136,9 +137,20 @@ def check_adapter_fits(cfg: DictConfig) -> dict[str, int]:
     Returns the expected trainable count per target module type.
     """
     try:
-        return expected_trainable(meta_model(cfg.model), cfg.adapter)
+        return expected_trainable(_shapes(cfg.model), cfg.adapter)
     except ValueError as exc:
         raise ConfigError(" ".join(str(exc).split())) from exc
+
+
+_SHAPES: dict[str, Any] = {}
+
+
+def _shapes(model: ModelConfig) -> Any:
+    """The meta model of a model config, built once per process: a sweep's jobs share it (read only)."""
+    key = json.dumps(OmegaConf.to_container(model, resolve=True), sort_keys=True)
+    if key not in _SHAPES:
+        _SHAPES[key] = meta_model(model)
+    return _SHAPES[key]
 
 
 def compose_job(overrides: list[str]) -> DictConfig:
