@@ -180,7 +180,7 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(data.get("config"), dict):
         raise ValueError("required field 'config' is missing or not an object")
     rec = dict(data)
-    config = with_defaults(rec["config"])
+    config = with_defaults(_legacy_v1(rec["config"]) if version == 1 else rec["config"])
     if version == SCHEMA_VERSION:
         return {**rec, "config": config, "config_hash": config_hash(config)}
     metrics = dict(rec.pop("metrics", None) or {})
@@ -197,6 +197,17 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
         "evaluations": [_upgrade_evaluation(e) for e in rec.get("evaluations") or []],
         "schema_version": SCHEMA_VERSION,
     }
+
+
+# Keys added with schema 2 whose defaults changed the behaviour: a schema-1 record ran the earlier one.
+_LEGACY_V1 = {"qtha": {"init": "spec_v1"}, "quanta": {"layout": "exact"}}
+
+
+def _legacy_v1(config: dict[str, Any]) -> dict[str, Any]:
+    adapter = dict(config.get("adapter") or {})
+    for key, value in _LEGACY_V1.get(adapter.get("name"), {}).items():
+        adapter.setdefault(key, value)
+    return {**config, "adapter": adapter}
 
 
 def _split_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

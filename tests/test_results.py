@@ -102,6 +102,8 @@ def test_schema_1_records_upgrade_to_v2():
     assert new["evaluations"][0]["metrics"] == {"loss": 2.0} and new["evaluations"][0]["generation"]["rows"] == 2
     # keys added since the record was written appear at their defaults; its own values stay
     assert new["config"]["quantum"]["cache_size"] == 4096 and new["config"]["adapter"]["rank"] == 2
+    # ...except where a new default changed the behaviour: schema 1 ran QTHA's spec_v1 init
+    assert new["config"]["adapter"]["init"] == "spec_v1" and new["config"]["adapter"]["branch"] == "qnn"
     assert new["config_hash"] == config_hash(new["config"])
     assert RunRecord.from_dict(old).stem == f"{old['run_key']}__{new['config_hash']}"
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import Tensor, nn
@@ -26,15 +26,21 @@ from torch import Tensor, nn
 class AdapterConfig:
     """Fields every adapter shares; a method's schema subclasses it beside its layer.
 
-    ``name`` selects the method in :data:`qtha.adapters.registry.ADAPTERS`. ``alpha`` defaults to
-    2·rank at the default rank (scaling 2, SPEC §1.1).
+    ``name`` selects the method in :data:`qtha.adapters.registry.ADAPTERS`. ``alpha=null`` means
+    2·rank: scaling alpha/rank = 2 at every rank (LLaMA-Factory's default, the authors' runs, SPEC
+    §1.1), so a rank sweep does not also sweep the output scale.
     """
 
     name: str = "none"
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     rank: int = 4
-    alpha: float = 8.0
+    alpha: Optional[float] = None
     dropout: float = 0.0
+
+
+def alpha_of(cfg: AdapterConfig) -> float:
+    """``cfg.alpha``, or 2·rank when it is null."""
+    return float(cfg.alpha) if cfg.alpha is not None else 2.0 * cfg.rank
 
 
 class AdapterMergeError(RuntimeError):
@@ -62,7 +68,7 @@ class AdapterLayer(nn.Module, ABC):
             raise ValueError(f"adapter rank must be a positive integer, got {cfg.rank}")
         self.base = base.requires_grad_(False)
         self.rank = cfg.rank
-        self.scaling = cfg.alpha / cfg.rank
+        self.scaling = alpha_of(cfg) / cfg.rank
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.merged = False
         self._dtype = dtype

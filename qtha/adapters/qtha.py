@@ -8,6 +8,13 @@ b = B_lin(o) · Δ = MPO_B(b) (m → d_out, last core zero ⇒ Δ = 0 at init) �
 d_in → ·, the full fusion W_q q + W_c c, B_lin · → d_out zero-init), ``qnn`` (quantum branch
 only: o = W_q q), ``full``.
 
+``branch=silu_mlp`` is the classical control of the quantum branch (the authors' BD/BE/BF modes,
+which sit on ``mlp_qnn``): W_q·QNN(c) becomes a k-layer SiLU MLP of r×r linears,
+NW_k(SiLU(⋯SiLU(NW_1 c))), its last linear zero-initialised, so "is it the quantum part?" is a
+comparison of one config value. ``init=authors`` (the default, QLLM-peft's ``qpeft_arch="ABC"``):
+small linears Kaiming-uniform with a = 0, MPO cores Kaiming-normal, QNN angles U[−π, π);
+``init=spec_v1``: nn.Linear's own a = √5 and angles U[0, 2π), the earlier reading.
+
 Speed: the maps on either side of the QNN are linear, so MPO_A and A_lin (and B_lin and MPO_B) run as
 one product matrix whenever that costs fewer multiply-adds (:func:`_fold`): the tokens then see a d×r
 map, like LoRA's, instead of the d×m MPO map (m = 256 would cost about as much as the frozen q_proj).
@@ -20,6 +27,7 @@ rank stays well defined.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
@@ -35,6 +43,8 @@ from qtha.quantum import ANSATZE, MAX_QUBITS, QNN
 from qtha.tn.mpo import MPO, factorize
 
 QTHA_VARIANTS = ("full", "mpo", "mpo_mlp", "mlp_qnn", "qnn")
+BRANCHES = ("qnn", "silu_mlp")
+INITS = ("authors", "spec_v1")
 
 
 @dataclass
@@ -42,8 +52,10 @@ class QTHAConfig(AdapterConfig):
     """SPEC §1.6: MPO → Linear → QNN (+ linear fusion) → Linear → MPO, scale alpha / rank.
 
     ``variant`` selects the ablation (:data:`QTHA_VARIANTS`); ``bond_dim`` is one value for every
-    bond or a list of n_cores − 1 values; ``n_qubits`` defaults to rank; ``ansatz`` is any name
-    registered with :func:`qtha.quantum.register_ansatz`.
+    bond or a list of n_cores − 1 values; ``n_qubits`` defaults to rank and ``qnn_layers`` to
+    n_qubits (the authors' L = r); ``ansatz`` is any name registered with
+    :func:`qtha.quantum.register_ansatz`. ``branch``: ``qnn``, or ``silu_mlp`` (its classical control,
+    ``mlp_layers`` r×r linears); ``init``: ``authors`` or ``spec_v1`` (see the module docstring).
     """
 
     name: str = "qtha"
@@ -52,18 +64,34 @@ class QTHAConfig(AdapterConfig):
     n_cores: int = 4
     bond_dim: Any = 8
     n_qubits: Optional[int] = None
-    qnn_layers: int = 1
+    qnn_layers: Optional[int] = None
     ansatz: str = "qtha"
+    branch: str = "qnn"
+    mlp_layers: int = 2
+    init: str = "authors"
 
 
 _USES_MPO = frozenset({"full", "mpo", "mpo_mlp"})
-_USES_QNN = frozenset({"full", "mlp_qnn", "qnn"})
+_USES_BRANCH = frozenset({"full", "mlp_qnn", "qnn"})  # where the nonlinear branch (QNN or its control) sits
 _USES_WC = frozenset({"full", "mpo_mlp", "mlp_qnn"})
+
+
+def _quantum(cfg: QTHAConfig) -> bool:
+    return cfg.variant in _USES_BRANCH and cfg.branch == "qnn"
+
+
+def n_qubits_of(cfg: QTHAConfig) -> int:
+    return cfg.n_qubits if cfg.n_qubits is not None else cfg.rank
+
+
+def qnn_layers_of(cfg: QTHAConfig) -> int:
+    """``qnn_layers``, or the qubit count when it is null (L = n_q = r, as in the authors' code)."""
+    return cfg.qnn_layers if cfg.qnn_layers is not None else n_qubits_of(cfg)
 
 
 def _widths(cfg: QTHAConfig, d_in: int, d_out: int) -> tuple[int, int, int]:
     """(input width of A_lin, width of c, output width of B_lin) for the variant."""
-    width_c = (cfg.n_qubits or cfg.rank) if cfg.variant in _USES_QNN else cfg.rank
+    width_c = n_qubits_of(cfg) if _quantum(cfg) else cfg.rank
     uses_mpo = cfg.variant in _USES_MPO
     return (cfg.bottleneck if uses_mpo else d_in), width_c, (cfg.bottleneck if uses_mpo else d_out)
 
@@ -100,6 +128,17 @@ def _chain(left: Optional[nn.Module], right: Optional[nn.Module], x: Tensor, n_t
     return nn.functional.linear(x, weight)
 
 
+def _silu_mlp(width: int, layers: int, **kw: Any) -> nn.Sequential:
+    """NW_k(SiLU(⋯SiLU(NW_1 c))): ``layers`` width×width linears, the last one zero (the authors' BD/BE/BF)."""
+    mods: list[nn.Module] = []
+    for i in range(layers):
+        mods.append(nn.Linear(width, width, bias=False, **kw))
+        if i < layers - 1:
+            mods.append(nn.SiLU())
+    nn.init.zeros_(mods[-1].weight)
+    return nn.Sequential(*mods)
+
+
 class QTHALayer(AdapterLayer):
     """MPO + QNN + linear-fusion adapter; nonlinear in x (the QNN), hence not mergeable."""
 
@@ -119,15 +158,32 @@ class QTHALayer(AdapterLayer):
             return
         a_in, width_c, b_out = _widths(cfg, d_in, d_out)
         self.A_lin = nn.Linear(a_in, width_c, bias=False, **kw)
-        if cfg.variant in _USES_QNN:
-            self.qnn = QNN.from_config(width_c, cfg.qnn_layers, cfg.ansatz, quantum or QuantumConfig())
+        if _quantum(cfg):
+            self.qnn = QNN.from_config(width_c, qnn_layers_of(cfg), cfg.ansatz, quantum or QuantumConfig())
             self.qnn.to(kw["device"])
             self.W_q = nn.Linear(width_c, cfg.rank, bias=False, **kw)
+        elif cfg.variant in _USES_BRANCH:
+            self.mlp = _silu_mlp(cfg.rank, cfg.mlp_layers, **kw)
         if cfg.variant in _USES_WC:
             self.W_c = nn.Linear(width_c, cfg.rank, bias=False, **kw)
         self.B_lin = nn.Linear(cfg.rank, b_out, bias=False, **kw)
-        if cfg.variant not in _USES_MPO:  # no MPO_B to start at zero: B_lin does (Δ = 0 at init)
+        self._initialise(cfg.init)
+
+    @torch.no_grad()
+    def _initialise(self, init: str) -> None:
+        """The small linears and the QNN angles by ``init``; then what keeps Δ = 0 at init: MPO_B's last
+        core (already zero), else B_lin, and the control MLP's last linear."""
+        if init == "authors":  # QLLM-peft: nn.init.kaiming_uniform_(w), i.e. a = 0, bound √(6 / fan_in)
+            for lin in (self.A_lin, getattr(self, "W_q", None), getattr(self, "W_c", None), self.B_lin,
+                        *(getattr(self, "mlp", ())[:-1])):
+                if isinstance(lin, nn.Linear):
+                    nn.init.kaiming_uniform_(lin.weight, a=0.0)
+        elif hasattr(self, "qnn"):  # spec_v1: nn.Linear's own init, angles U[0, 2π)
+            nn.init.uniform_(self.qnn.weights, 0.0, 2 * math.pi)
+        if self.variant not in _USES_MPO:
             nn.init.zeros_(self.B_lin.weight)
+        if hasattr(self, "mlp"):
+            nn.init.zeros_(self.mlp[-1].weight)
 
     def delta(self, x: Tensor) -> Tensor:
         n_tokens = x.numel() // x.shape[-1]
@@ -137,14 +193,20 @@ class QTHALayer(AdapterLayer):
         o = self.W_c(c) if hasattr(self, "W_c") else 0
         if hasattr(self, "W_q"):
             o = o + self.W_q(self.qnn(c).to(c.dtype))
+        elif hasattr(self, "mlp"):
+            o = o + self.mlp(c)
         return _chain(getattr(self, "mpo_B", None), self.B_lin, o, n_tokens)
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:
         one_of("adapter.variant", cfg.variant, QTHA_VARIANTS)
         one_of("adapter.ansatz", cfg.ansatz, sorted(ANSATZE))
-        for key in ("bottleneck", "n_cores", "qnn_layers"):
+        one_of("adapter.branch", cfg.branch, BRANCHES)
+        one_of("adapter.init", cfg.init, INITS)
+        for key in ("bottleneck", "n_cores", "mlp_layers"):
             positive(f"adapter.{key}", getattr(cfg, key))
+        if cfg.qnn_layers is not None:
+            positive("adapter.qnn_layers", cfg.qnn_layers)
         given = cfg.bond_dim
         bonds = list(given) if isinstance(given, Sequence) and not isinstance(given, str) else [given]
         if not bonds or any(isinstance(b, bool) or not isinstance(b, int) or b <= 0 for b in bonds):
@@ -152,7 +214,7 @@ class QTHALayer(AdapterLayer):
                               "positive ints")
         if len(bonds) > 1 and len(bonds) != cfg.n_cores - 1:
             raise ConfigError(f"adapter.bond_dim has {len(bonds)} values; allowed: one, or n_cores-1={cfg.n_cores - 1}")
-        n_q = cfg.n_qubits if cfg.n_qubits is not None else cfg.rank
+        n_q = n_qubits_of(cfg)
         if not 1 <= n_q <= MAX_QUBITS:
             raise ConfigError(f"adapter.n_qubits={n_q} is out of range; allowed: 1..{MAX_QUBITS} "
                               "(state-vector simulation; defaults to adapter.rank)")
@@ -169,14 +231,17 @@ class QTHALayer(AdapterLayer):
             return total
         a_in, width_c, b_out = _widths(cfg, d_in, d_out)
         total += a_in * width_c + cfg.rank * b_out
-        if cfg.variant in _USES_QNN:  # QNN angles + W_q
-            total += QNN.num_params(width_c, cfg.qnn_layers, cfg.ansatz) + width_c * cfg.rank
+        if _quantum(cfg):  # QNN angles + W_q
+            total += QNN.num_params(width_c, qnn_layers_of(cfg), cfg.ansatz) + width_c * cfg.rank
+        elif cfg.variant in _USES_BRANCH:  # the control: mlp_layers r×r linears
+            total += cfg.mlp_layers * cfg.rank * cfg.rank
         if cfg.variant in _USES_WC:
             total += width_c * cfg.rank
         return total
 
     def extra_repr(self) -> str:
-        return f"variant={self.variant}, " + super().extra_repr()
+        branch = "qnn" if hasattr(self, "qnn") else "silu_mlp" if hasattr(self, "mlp") else "none"
+        return f"variant={self.variant}, branch={branch}, " + super().extra_repr()
 
 
 register_adapter("qtha", QTHAConfig, QTHALayer)

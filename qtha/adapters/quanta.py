@@ -1,10 +1,13 @@
 """QuanTA (SPEC §1.3): a product of pairwise axis tensors, minus its frozen initial copy.
 
-**Axes.** d_in = d_1⋯d_N and d_out = d'_1⋯d'_N, row-major: ``x.reshape(..., d_1, …, d_N)``
-(axis 1 varies slowest). Both factorisations are automatic (:func:`qtha.tn.mpo.factorize`:
-balanced, largest first, N = ``cfg.n_axes``) unless ``cfg.axes_in`` / ``cfg.axes_out``
-give them; an explicit list fixes N (``n_axes`` is then ignored) and must multiply to the
-layer's dimension.
+**Axes.** Two layouts. ``padded`` (the default: official QuanTA, the authors' baseline) uses N
+equal axes of size s = ⌈max(d_in, d_out)^(1/N)⌉ on both sides: the input is zero-padded from d_in
+to s^N and the output cropped from s^N to d_out (3584 → 8·8·8·8 = 4096). ``exact`` (SPEC's
+reading) factors d_in = d_1⋯d_N and d_out = d'_1⋯d'_N, automatically
+(:func:`qtha.tn.mpo.factorize`: balanced, largest first) unless ``cfg.axes_in`` /
+``cfg.axes_out`` give them; an explicit list fixes N (``n_axes`` is then ignored) and must multiply
+to the layer's dimension. N = ``cfg.n_axes``, null meaning the rank (the authors' ``d = rank``).
+Either way the reshape is row-major, ``x.reshape(..., d_1, …, d_N)`` (axis 1 varies slowest).
 
 **Order.** One tensor T^(m,n) per pair of axes m < n (0-based in the code), applied one
 after another in lexicographic order — (0,1) first, then (0,2), …, (0,N−1), (1,2), …,
@@ -42,23 +45,29 @@ from torch import Tensor, nn
 
 from qtha.adapters.base import AdapterConfig, AdapterLayer
 from qtha.adapters.registry import register_adapter
-from qtha.errors import ConfigError
+from qtha.errors import ConfigError, one_of
 from qtha.tn.mpo import factorize
 
 
 @dataclass
 class QuanTAConfig(AdapterConfig):
-    """SPEC §1.3: pairwise axis tensors; ``n_axes`` factors per dimension (the paper's "5").
+    """SPEC §1.3: pairwise axis tensors over ``n_axes`` axes (null: the rank, as the authors' baseline;
+    the paper's "decomposition factor 5" is the ``quanta_spec`` preset).
 
-    ``axes_in`` / ``axes_out`` override the automatic factorisation (product must equal the
-    layer's d_in / d_out). QuanTA has no rank: ``scaling = alpha`` (``rank`` is unused).
+    ``layout``: ``padded`` (equal axes, zero-padded input, cropped output: official QuanTA) or
+    ``exact`` (balanced factorisations; ``axes_in`` / ``axes_out`` override them and must multiply to
+    the layer's d_in / d_out). ``scaling = alpha``; the rank only sets the default ``n_axes``.
     """
 
     name: str = "quanta"
-    n_axes: int = 5
+    layout: str = "padded"
+    n_axes: Optional[int] = None
     alpha: float = 1.0
     axes_in: Optional[list[int]] = None
     axes_out: Optional[list[int]] = None
+
+
+LAYOUTS = ("padded", "exact")
 
 EXPRESSION_CACHE_SIZE = 32  # distinct token counts whose contraction path is kept
 
@@ -100,19 +109,41 @@ def _auto_axes(dim: int, n: int, what: str, key: str) -> tuple[int, ...]:
                          f"lower adapter.n_axes or set adapter.{key}") from None
 
 
+def n_axes_of(cfg: Any) -> int:
+    """``cfg.n_axes``, or the rank when it is null."""
+    return cfg.n_axes if cfg.n_axes is not None else cfg.rank
+
+
+def padded_size(dim: int, n: int) -> int:
+    """The smallest s with s**n >= dim: the edge of official QuanTA's equal axes."""
+    s = max(1, math.ceil(dim ** (1 / n)) - 1)
+    while s ** n < dim:
+        s += 1
+    return s
+
+
 def resolve_axes(cfg: AdapterConfig, d_in: int, d_out: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(axes_in, axes_out) for a d_in → d_out layer: explicit lists win, else automatic."""
+    """(axes_in, axes_out) for a d_in → d_out layer (their products exceed d_in / d_out when padded)."""
     given_in, given_out = getattr(cfg, "axes_in", None), getattr(cfg, "axes_out", None)
+    if cfg.layout == "padded":
+        n = n_axes_of(cfg)
+        _check_n(n)
+        edge = (padded_size(max(d_in, d_out), n),) * n
+        return edge, edge
     axes_in = _check_axes(given_in, d_in, "axes_in") if given_in else None
     axes_out = _check_axes(given_out, d_out, "axes_out") if given_out else None
     if axes_in and axes_out and len(axes_in) != len(axes_out):
         raise ValueError(f"QuanTA axes_in={list(axes_in)} and axes_out={list(axes_out)} must have the same length")
-    n = len(axes_in or axes_out or ()) or getattr(cfg, "n_axes", 5)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"QuanTA n_axes={n!r} must be an integer >= 2 (one pair of axes at least)")
+    n = len(axes_in or axes_out or ()) or n_axes_of(cfg)
+    _check_n(n)
     axes_in = axes_in or _auto_axes(d_in, n, "d_in", "axes_in")
     axes_out = axes_out or _auto_axes(d_out, n, "d_out", "axes_out")
     return axes_in, axes_out
+
+
+def _check_n(n: Any) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"QuanTA n_axes={n!r} must be an integer >= 2 (one pair of axes at least)")
 
 
 def pair_shapes(axes_in: Sequence[int], axes_out: Sequence[int]) -> list[PairShape]:
@@ -201,11 +232,14 @@ class QuanTALayer(AdapterLayer):
         """
         tensors = self.quanta_T0 if frozen else self.quanta_T
         lead = x.shape[:-1]
+        width = math.prod(self.axes_in)
+        if width > x.shape[-1]:  # padded layout: zero-pad the input to the equal axes
+            x = nn.functional.pad(x, (0, width - x.shape[-1]))
         xs = x.reshape(-1, *self.axes_in)
         ops = [tensors[p.key].view(p.out_m, p.out_n, p.in_m, p.in_n) for p in self.pairs]
         with torch.autocast(device_type=x.device.type, enabled=False):
             out = self.expression(xs.shape[0])(xs, *ops, backend="torch")
-        return out.reshape(*lead, self.out_features)
+        return out.reshape(*lead, -1)[..., : self.out_features]  # padded layout: crop the output
 
     # ------------------------------------------------------------------ contract
     def delta(self, x: Tensor) -> Tensor:
@@ -219,8 +253,12 @@ class QuanTALayer(AdapterLayer):
     @classmethod
     def check_config(cls, cfg: Any) -> None:
         """Shape-free checks; whether the axes fit a layer is checked on the meta model."""
-        if cfg.n_axes < 1:
-            raise ConfigError(f"adapter.n_axes={cfg.n_axes} must be >= 1")
+        one_of("adapter.layout", cfg.layout, LAYOUTS)
+        if cfg.n_axes is not None and (isinstance(cfg.n_axes, bool) or cfg.n_axes < 2):
+            raise ConfigError(f"adapter.n_axes={cfg.n_axes} must be >= 2 (one pair of axes), or null for the rank")
+        if cfg.layout == "padded" and (cfg.axes_in or cfg.axes_out):
+            raise ConfigError("adapter.axes_in/axes_out need adapter.layout=exact; allowed with layout=padded: "
+                              "adapter.n_axes only (equal axes)")
 
     @classmethod
     def num_params(cls, cfg: AdapterConfig, d_in: int, d_out: int) -> int:

@@ -49,7 +49,8 @@ def check_adapter(cfg: Any) -> None:
     """The ``adapter`` group's checks: the shared fields, then the method's own (one-line ConfigErrors)."""
     one_of("adapter.name", cfg.name, sorted(ADAPTERS))
     positive("adapter.rank", cfg.rank)
-    positive("adapter.alpha", cfg.alpha)
+    if cfg.alpha is not None:
+        positive("adapter.alpha", cfg.alpha)
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"adapter.dropout={cfg.dropout!r} must be in [0, 1)")
     layer = ADAPTERS[cfg.name].layer

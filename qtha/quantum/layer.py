@@ -53,8 +53,8 @@ class QNN(nn.Module):
     """⟨Z_i⟩ of the ansatz circuit for every token: [..., n_qubits] → [..., n_qubits].
 
     ``weights``: ``nn.Parameter`` of the ansatz's weight shape ((L, 4, n_q) for ``qtha``,
-    (L, 1, n_q) for ``hea``), initialised uniform in [0, 2π). ``noise``: gate noise and readout
-    errors (:class:`~qtha.quantum.noise.NoiseSpec`); ``retries`` / ``backoff_s``: device executions
+    (L, 1, n_q) for ``hea``), initialised uniform in [−π, π) (as torchquantum does in the authors'
+    code). ``noise``: gate noise and readout errors (:class:`~qtha.quantum.noise.NoiseSpec`); ``retries`` / ``backoff_s``: device executions
     retried after ``backoff_s · 2^k`` s; ``cache_size``: per-token results kept for calls that need
     no gradient (0: off).
 
@@ -94,7 +94,7 @@ class QNN(nn.Module):
         self._cache = ResultCache(cache_size) if cache_size and backend == "pennylane" else None
         self._fn = get_ansatz(ansatz)[0]
         shape = weight_shape(ansatz, n_qubits, n_layers)
-        self.weights = nn.Parameter(torch.rand(shape, dtype=dtype) * (2 * math.pi))
+        self.weights = nn.Parameter(torch.rand(shape, dtype=dtype) * (2 * math.pi) - math.pi)  # U[−π, π)
         self._qnode = None
         # One broadcast call over all tokens where the gradient method differentiates broadcast tapes
         # (backprop, adjoint); gradient transforms (parameter-shift, finite-diff, shots) get one tape per token.

@@ -129,7 +129,7 @@ def claim_params(summary: pd.DataFrame, counts: Optional[pd.DataFrame]) -> Verdi
              "when present")
     effects = []
     for model, group in (counts.groupby("model", sort=False) if counts is not None else []):
-        by = group.set_index("adapter").total_trainable
+        by = group.set_index("config").total_trainable
         if {"qtha", "lora"} <= set(by.index):
             value = 100 * (1 - by["qtha"] / by["lora"])
             text = _pct(value, "fewer", "more")

@@ -13,6 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
+import yaml
 from torch import Tensor, nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -69,14 +70,21 @@ CASES = [
     Case("dora-r1-rect", DoRAConfig(rank=1, alpha=2.0, target_modules=["k_proj", "down_proj"]), 64, 32),
     Case("dora-r4-all-dropout", DoRAConfig(rank=4, alpha=16.0, dropout=0.1, target_modules=ALL_LINEARS), 48, 80),
     Case("dora-r4-bf16", DoRAConfig(rank=4, target_modules=["q_proj", "k_proj", "v_proj"]), 64, 32, torch.bfloat16),
-    # QuanTA: tiny-Llama dims 64 = 2^6, 32 = 2^5, 128 = 2^7 factor into 3 or 5 axes automatically
-    Case("quanta-n3-square", QuanTAConfig(n_axes=3, alpha=1.0, target_modules=["q_proj", "v_proj"]), 64, 64),
-    Case("quanta-n5-rect-all-dropout", QuanTAConfig(n_axes=5, alpha=2.0, dropout=0.1, target_modules=ALL_LINEARS),
-         96, 48),
-    Case("quanta-explicit-axes-rect", QuanTAConfig(axes_in=[2, 8, 4], axes_out=[4, 2, 4], target_modules=["k_proj", "v_proj"]),
-         64, 32),
-    Case("quanta-n4-widen", QuanTAConfig(n_axes=4, alpha=0.5, target_modules=["gate_proj", "up_proj"]), 24, 128),
-    Case("quanta-n3-bf16", QuanTAConfig(n_axes=3, target_modules=["q_proj", "k_proj", "v_proj"]), 64, 32, torch.bfloat16),
+    # QuanTA, exact layout: tiny-Llama dims 64 = 2^6, 32 = 2^5, 128 = 2^7 factor into 3 or 5 axes automatically
+    Case("quanta-n3-square", QuanTAConfig(layout="exact", n_axes=3, alpha=1.0, target_modules=["q_proj", "v_proj"]),
+         64, 64),
+    Case("quanta-n5-rect-all-dropout", QuanTAConfig(layout="exact", n_axes=5, alpha=2.0, dropout=0.1,
+                                                    target_modules=ALL_LINEARS), 96, 48),
+    Case("quanta-explicit-axes-rect", QuanTAConfig(layout="exact", axes_in=[2, 8, 4], axes_out=[4, 2, 4],
+                                                   target_modules=["k_proj", "v_proj"]), 64, 32),
+    Case("quanta-n4-widen", QuanTAConfig(layout="exact", n_axes=4, alpha=0.5, target_modules=["gate_proj", "up_proj"]),
+         24, 128),
+    Case("quanta-n3-bf16", QuanTAConfig(layout="exact", n_axes=3, target_modules=["q_proj", "k_proj", "v_proj"]),
+         64, 32, torch.bfloat16),
+    # QuanTA, padded layout (official, the default): rank-many equal axes, padded input, cropped output
+    Case("quanta-padded-rank4-rect", QuanTAConfig(rank=4, target_modules=["q_proj", "v_proj"]), 64, 32),
+    Case("quanta-padded-n3-all-dropout", QuanTAConfig(n_axes=3, alpha=2.0, dropout=0.1, target_modules=ALL_LINEARS),
+         48, 80),
     # QTHA: small bottleneck/cores so the tiny Llama's 64/32/128 dims factorise; every ablation variant
     *[Case(f"qtha-{v}-rect", QTHAConfig(variant=v, rank=4, bottleneck=16, n_cores=2, bond_dim=4,
                                         target_modules=["q_proj", "v_proj"]), 64, 32) for v in QTHA_VARIANTS],
@@ -85,6 +93,12 @@ CASES = [
                                                         target_modules=ALL_LINEARS), 64, 128),
     Case("qtha-full-bf16", QTHAConfig(rank=2, bottleneck=16, n_cores=2, bond_dim=4,
                                       target_modules=["q_proj", "k_proj", "v_proj"]), 64, 32, torch.bfloat16),
+    Case("qtha-spec_v1-rect", QTHAConfig(rank=4, qnn_layers=1, init="spec_v1", bottleneck=16, n_cores=2, bond_dim=4,
+                                         target_modules=["q_proj", "v_proj"]), 64, 32),
+    # the classical controls of the quantum branch: k-layer SiLU MLPs (the authors' BD/BE/BF on mlp_qnn)
+    *[Case(f"qtha-{v}-silu{k}-rect", QTHAConfig(variant=v, branch="silu_mlp", mlp_layers=k, rank=4, bottleneck=16,
+                                                n_cores=2, bond_dim=4, target_modules=["q_proj", "v_proj"]), 64, 32)
+      for v, k in (("mlp_qnn", 2), ("mlp_qnn", 3), ("mlp_qnn", 4), ("full", 2), ("qnn", 3))],
 ]
 
 
@@ -173,7 +187,7 @@ def base_weights(model: nn.Module) -> dict[str, Tensor]:
 # --------------------------------------------------------------------------- registry
 def test_every_registered_method_has_a_yaml_and_a_contract_case() -> None:
     """A method = one module (registered), one conf/adapter YAML, and a case in CASES."""
-    yamls = {p.stem for p in (CONF_DIR / "adapter").glob("*.yaml")}
+    yamls = {p.stem: yaml.safe_load(p.read_text()) for p in (CONF_DIR / "adapter").glob("*.yaml")}
     cased = {c.cfg.name for c in CASES}
     for name, spec in ADAPTERS.items():
         assert spec.name == name == spec.config.name and issubclass(spec.config, AdapterConfig), name
@@ -181,7 +195,9 @@ def test_every_registered_method_has_a_yaml_and_a_contract_case() -> None:
         if spec.layer is not None:
             assert issubclass(spec.layer, AdapterLayer) and isinstance(spec.layer.mergeable, bool), name
             assert name in cased, f"no contract case for adapter {name!r}"
-    assert yamls == set(ADAPTERS)
+    for stem, body in yamls.items():  # every YAML (a method's or a preset of one) extends a registered schema
+        (schema,) = body["defaults"]
+        assert schema.endswith("_schema") and schema[: -len("_schema")] in ADAPTERS, stem
 
 
 # --------------------------------------------------------------------------- generic checks

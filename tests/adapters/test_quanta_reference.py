@@ -19,8 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from qtha.adapters import count_trainable
-from qtha.adapters.quanta import QuanTALayer
-from qtha.adapters.quanta import QuanTAConfig
+from qtha.adapters.quanta import QuanTAConfig, QuanTALayer, padded_size
 
 
 # --------------------------------------------------------------------------- reference
@@ -58,19 +57,21 @@ def pair_operator(t: Tensor, m: int, n: int, before: tuple[int, ...], after: tup
 
 
 def reference_operator(layer: QuanTALayer, frozen: bool) -> Tensor:
+    """The (d_out × d_in) operator; with the padded layout, of the padded space restricted to the layer:
+    the first d_in columns (the zero padding contributes nothing) and the first d_out rows (the crop)."""
     tensors = layer.quanta_T0 if frozen else layer.quanta_T
-    op = torch.eye(layer.in_features, dtype=torch.float64)
+    op = torch.eye(math.prod(layer.axes_in), dtype=torch.float64)
     for m, n, before, after in reference_steps(layer.axes_in, layer.axes_out):
         t = tensors[f"{m}_{n}"].detach()
         assert tuple(t.shape) == (after[m] * after[n], before[m] * before[n])
         op = pair_operator(t, m, n, before, after) @ op
-    return op
+    return op[: layer.out_features, : layer.in_features]
 
 
 def make_layer(axes_in, axes_out, alpha: float = 1.5, seed: int = 0) -> QuanTALayer:
     torch.manual_seed(seed)
     base = nn.Linear(math.prod(axes_in), math.prod(axes_out))
-    layer = QuanTALayer(base, QuanTAConfig(axes_in=list(axes_in), axes_out=list(axes_out), alpha=alpha)).double()
+    layer = QuanTALayer(base, QuanTAConfig(layout="exact", axes_in=list(axes_in), axes_out=list(axes_out), alpha=alpha)).double()
     with torch.no_grad():  # move θ away from θ0 so Δ ≠ 0
         for p in layer.quanta_T.values():
             p.add_(0.3 * torch.randn_like(p))
@@ -85,7 +86,38 @@ SHAPES = [
 ]
 
 
+def make_padded(d_in: int, d_out: int, n_axes: int, seed: int = 0) -> QuanTALayer:
+    torch.manual_seed(seed)
+    layer = QuanTALayer(nn.Linear(d_in, d_out), QuanTAConfig(n_axes=n_axes, alpha=1.5)).double()
+    with torch.no_grad():
+        for p in layer.quanta_T.values():
+            p.add_(0.3 * torch.randn_like(p))
+    return layer
+
+
 # --------------------------------------------------------------------------- Δ and merge
+@pytest.mark.parametrize(("d_in", "d_out", "n_axes", "edge"), [(12, 12, 2, 4), (10, 3, 3, 3), (5, 9, 2, 3),
+                                                               (17, 17, 4, 3)])
+def test_padded_layout_is_the_cropped_dense_operator(d_in, d_out, n_axes, edge) -> None:
+    """The authors' (official) QuanTA: equal axes of ⌈max(d_in, d_out)^(1/N)⌉, zero-padded input, cropped output."""
+    layer = make_padded(d_in, d_out, n_axes)
+    assert layer.axes_in == layer.axes_out == (edge,) * n_axes == (padded_size(max(d_in, d_out), n_axes),) * n_axes
+    ref = reference_operator(layer, frozen=False) - reference_operator(layer, frozen=True)
+    x = torch.randn(4, d_in, dtype=torch.float64)
+    torch.testing.assert_close(layer.delta(x), x @ ref.T, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(layer.delta_weight(), 1.5 * ref, rtol=1e-10, atol=1e-12)
+    assert QuanTALayer.num_params(layer_cfg := QuanTAConfig(n_axes=n_axes), d_in, d_out) == count_trainable(layer)
+    assert layer_cfg.layout == "padded"
+
+
+def test_padded_layout_counts_the_authors_baseline_at_7b() -> None:
+    """SPEC §1.3: d = rank = 4 axes, 3584 → 8·8·8·8 = 4096: 24,576 per module, q_proj and v_proj alike."""
+    cfg = QuanTAConfig(rank=4)
+    assert padded_size(3584, 4) == 8 and padded_size(576, 4) == 5 and padded_size(4096, 4) == 8
+    assert QuanTALayer.num_params(cfg, 3584, 3584) == QuanTALayer.num_params(cfg, 3584, 512) == 6 * 64 * 64 == 24_576
+
+
+
 @pytest.mark.parametrize(("axes_in", "axes_out"), SHAPES, ids=str)
 def test_delta_equals_dense_reference(axes_in, axes_out) -> None:
     layer = make_layer(axes_in, axes_out)
@@ -114,7 +146,7 @@ def test_operator_alone_equals_reference(axes_in, axes_out) -> None:
 def test_zero_at_init_with_nonzero_factors(axes_in, axes_out) -> None:
     torch.manual_seed(0)
     layer = QuanTALayer(nn.Linear(math.prod(axes_in), math.prod(axes_out)),
-                        QuanTAConfig(axes_in=list(axes_in), axes_out=list(axes_out)))
+                        QuanTAConfig(layout="exact", axes_in=list(axes_in), axes_out=list(axes_out)))
     x = torch.randn(3, layer.in_features)
     assert all(p.abs().min() > 0 for p in layer.quanta_T.values())
     assert layer.apply_operator(x).abs().max() > 0
@@ -136,13 +168,13 @@ def test_t0_is_frozen_persistent_buffer() -> None:
 
 
 def test_scaling_is_alpha_not_alpha_over_rank() -> None:
-    layer = QuanTALayer(nn.Linear(12, 12), QuanTAConfig(n_axes=2, alpha=3.0, rank=4))
+    layer = QuanTALayer(nn.Linear(12, 12), QuanTAConfig(layout="exact", n_axes=2, alpha=3.0, rank=4))
     assert layer.scaling == 3.0
 
 
 # --------------------------------------------------------------------------- counts
 def test_reference_count_4096() -> None:
-    cfg = QuanTAConfig(axes_in=[16, 8, 8, 4], axes_out=[16, 8, 8, 4])
+    cfg = QuanTAConfig(layout="exact", axes_in=[16, 8, 8, 4], axes_out=[16, 8, 8, 4])
     assert QuanTALayer.num_params(cfg, 4096, 4096) == 43_008
     layer = QuanTALayer(nn.Linear(4096, 4096, device="meta"), cfg)
     assert count_trainable(layer) == 43_008
@@ -153,7 +185,7 @@ def test_count_follows_shape_convention(axes_in, axes_out) -> None:
     """Σ_{m<n} (d'_m d'_n)(c_m c_n), c = in-size at an axis' first touch, out-size after."""
     expected = sum(after[m] * after[n] * before[m] * before[n]
                    for m, n, before, after in reference_steps(axes_in, axes_out))
-    cfg = QuanTAConfig(axes_in=list(axes_in), axes_out=list(axes_out))
+    cfg = QuanTAConfig(layout="exact", axes_in=list(axes_in), axes_out=list(axes_out))
     d_in, d_out = math.prod(axes_in), math.prod(axes_out)
     assert QuanTALayer.num_params(cfg, d_in, d_out) == expected == count_trainable(QuanTALayer(nn.Linear(d_in, d_out), cfg))
     if axes_in == axes_out:  # SPEC's Σ (d'_m d'_n)(d_m d_n)
@@ -164,7 +196,7 @@ def test_count_follows_shape_convention(axes_in, axes_out) -> None:
 # --------------------------------------------------------------------------- factorisation
 @pytest.mark.parametrize(("d_in", "d_out"), [(3584, 512), (512, 3584), (3584, 3584), (4096, 512)])
 def test_automatic_five_axes(d_in: int, d_out: int) -> None:
-    cfg = QuanTAConfig(n_axes=5)
+    cfg = QuanTAConfig(layout="exact", n_axes=5)
     layer = QuanTALayer(nn.Linear(d_in, d_out, device="meta"), cfg)
     for axes, dim in ((layer.axes_in, d_in), (layer.axes_out, d_out)):
         assert len(axes) == 5 and math.prod(axes) == dim
@@ -175,7 +207,7 @@ def test_automatic_five_axes(d_in: int, d_out: int) -> None:
 
 def test_automatic_axes_run_on_real_shape() -> None:
     torch.manual_seed(0)
-    layer = QuanTALayer(nn.Linear(3584, 512), QuanTAConfig(n_axes=5))
+    layer = QuanTALayer(nn.Linear(3584, 512), QuanTAConfig(layout="exact", n_axes=5))
     with torch.no_grad():
         for p in layer.quanta_T.values():
             p.mul_(1.5)
@@ -185,19 +217,19 @@ def test_automatic_axes_run_on_real_shape() -> None:
 
 
 def test_one_explicit_side_fixes_the_axis_count() -> None:
-    layer = QuanTALayer(nn.Linear(64, 32, device="meta"), QuanTAConfig(axes_in=[4, 4, 4]))  # n_axes=5 ignored
+    layer = QuanTALayer(nn.Linear(64, 32, device="meta"), QuanTAConfig(layout="exact", axes_in=[4, 4, 4]))  # n_axes=5 ignored
     assert layer.axes_in == (4, 4, 4) and len(layer.axes_out) == 3 and math.prod(layer.axes_out) == 32
 
 
 @pytest.mark.parametrize(("d_in", "d_out", "cfg", "match"), [
-    (7, 8, QuanTAConfig(n_axes=2), "d_in=7 into 2 axes"),
-    (64, 6, QuanTAConfig(n_axes=3), "d_out=6 into 3 axes"),
-    (48, 48, QuanTAConfig(n_axes=6), "d_in=48 into 6 axes"),
-    (12, 12, QuanTAConfig(n_axes=1), "n_axes=1"),
-    (12, 12, QuanTAConfig(axes_in=[2, 3, 3]), r"axes_in=\[2, 3, 3\] multiplies to 18.*12"),
-    (12, 12, QuanTAConfig(axes_in=[12]), "at least 2"),
-    (12, 12, QuanTAConfig(axes_in=[0, 12]), "positive"),
-    (12, 12, QuanTAConfig(axes_in=[2, 6], axes_out=[2, 3, 2]), "same length"),
+    (7, 8, QuanTAConfig(layout="exact", n_axes=2), "d_in=7 into 2 axes"),
+    (64, 6, QuanTAConfig(layout="exact", n_axes=3), "d_out=6 into 3 axes"),
+    (48, 48, QuanTAConfig(layout="exact", n_axes=6), "d_in=48 into 6 axes"),
+    (12, 12, QuanTAConfig(layout="exact", n_axes=1), "n_axes=1"),
+    (12, 12, QuanTAConfig(layout="exact", axes_in=[2, 3, 3]), r"axes_in=\[2, 3, 3\] multiplies to 18.*12"),
+    (12, 12, QuanTAConfig(layout="exact", axes_in=[12]), "at least 2"),
+    (12, 12, QuanTAConfig(layout="exact", axes_in=[0, 12]), "positive"),
+    (12, 12, QuanTAConfig(layout="exact", axes_in=[2, 6], axes_out=[2, 3, 2]), "same length"),
 ])
 def test_impossible_factorisations_raise_one_line(d_in, d_out, cfg, match) -> None:
     with pytest.raises(ValueError, match=match) as err:
@@ -218,7 +250,7 @@ def test_einsum_path_computed_once_per_shape(monkeypatch) -> None:
 
     monkeypatch.setattr(opt_einsum, "contract_expression", counting)
     torch.manual_seed(0)
-    layer = QuanTALayer(nn.Linear(64, 32), QuanTAConfig(n_axes=3))
+    layer = QuanTALayer(nn.Linear(64, 32), QuanTAConfig(layout="exact", n_axes=3))
     x = torch.randn(2, 5, 64)
     for _ in range(4):  # each call applies 𝒯_θ and 𝒯_{θ0}: one path serves both
         layer(x).sum().backward()

@@ -238,7 +238,7 @@ def test_float32_kernel_close_to_float64():
 def test_shapes_dtypes_and_autocast():
     q = QNN(4, 2)
     assert q.weights.shape == (2, 4, 4) and q.weights.dtype == torch.float32
-    assert 0 <= q.weights.min() and q.weights.max() < 2 * math.pi
+    assert -math.pi <= q.weights.min() < 0 and q.weights.max() < math.pi  # U[−π, π), as torchquantum
     x = torch.randn(3, 5, 4)
     out = q(x)
     assert out.shape == (3, 5, 4) and out.dtype == torch.float32

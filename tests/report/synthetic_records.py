@@ -32,9 +32,11 @@ NOISY_TAG = "default.mixed"
 MODEL = "smollm2_135m"
 # What qtha.report.counts.count_rows gives for LoRA and QTHA at 7B (without spending seconds on it).
 COUNTS = pd.DataFrame([
-    {"model": m, "adapter": a, "rank": 4, "total_trainable": n, "per_layer": "", "base_params": 7_615_616_512,
-     "pct_of_base": 100 * n / 7_615_616_512, "ratio_to_lora": n / 1_261_568}
-    for m in PAPER_MODELS for a, n in (("lora", 1_261_568), ("qtha", 569_856))], columns=COLUMNS)
+    {"model": m, "config": a, "adapter": a, "rank": 4, "total_trainable": n, "per_layer": "",
+     "base_params": 7_615_616_512, "pct_of_base": 100 * n / 7_615_616_512,
+     "lora_r4": 1_261_568, "ratio_lora_r4": n / 1_261_568, "fewer_than_lora_r4_pct": 100 * (1 - n / 1_261_568),
+     "lora_r8": 2_523_136, "ratio_lora_r8": n / 2_523_136, "fewer_than_lora_r8_pct": 100 * (1 - n / 2_523_136)}
+    for m in PAPER_MODELS for a, n in (("lora", 1_261_568), ("qtha", 572_544))], columns=COLUMNS)
 
 
 def config(adapter: str, size: int, seed: int, experiment: str, **knobs: Any) -> dict[str, Any]:

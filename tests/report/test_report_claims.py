@@ -17,7 +17,7 @@ def _verdicts(df: pd.DataFrame, count_rows: pd.DataFrame | None = None) -> dict[
 
 def test_fixture_verdicts(results_dir: Path):
     v = _verdicts(records.frame(records.load(results_dir)), COUNTS)
-    assert v["1"].verdict == "not reproduced" and "54.8% fewer" in v["1"].reason  # exact 7B counts decide
+    assert v["1"].verdict == "not reproduced" and "54.6% fewer" in v["1"].reason  # exact 7B counts decide
     assert v["2"].verdict == "reproduced" and "19.1% lower train loss" in v["2"].reason  # (1.10 - 0.89) / 1.10
     assert v["3"].verdict == "not measurable here" and "cpsycound" in v["3"].reason
     assert v["4"].verdict == "not measurable here" and "floor" in v["4"].reason

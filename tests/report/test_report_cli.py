@@ -25,7 +25,7 @@ def test_report_writes_every_output(results_dir: Path, tmp_path: Path, fake_coun
                  "figures/design_card_loss_curves.png", "figures/qubits_sweep_vs_n_qubits.pdf"]
     for name in expected:
         assert (out / name).stat().st_size > 0, name
-    assert "569,856" in (out / "tables/params_7b.md").read_text()
+    assert "572,544" in (out / "tables/params_7b.md").read_text()
     assert "from 14 records" in capsys.readouterr().out
     assert "`python -m qtha.report --results" in (out / "REPRODUCTION.md").read_text()
 
@@ -50,6 +50,8 @@ def test_schema_change_exits_2_with_one_line(results_dir: Path, tmp_path: Path, 
 
 
 def test_count_rows_calls_qtha_params():
-    rows = counts.count_rows(models=("qwen2_7b",), adapters=("lora", "qtha"))
+    rows = counts.count_rows(models=("qwen2_7b",), configs=("lora", "qtha", "qtha_spec_v1"))
     assert isinstance(rows, pd.DataFrame)
-    assert rows.set_index("adapter").total_trainable.to_dict() == {"lora": 1_261_568, "qtha": 569_856}
+    assert rows.set_index("config").total_trainable.to_dict() == {"lora": 1_261_568, "qtha": 572_544,
+                                                                   "qtha_spec_v1": 569_856}
+    assert rows.set_index("config").fewer_than_lora_r8_pct.to_dict()["qtha"] == 77.31
