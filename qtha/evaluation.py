@@ -83,8 +83,9 @@ def generate_and_score(built: "Built", eval_cfg: EvalConfig, max_prompt_length: 
     gens = generate(built.model, built.tokenizer, [r["messages"] for r in rows], max_new_tokens=eval_cfg.max_new_tokens,
                     batch_size=eval_cfg.batch_size, max_prompt_length=max_prompt_length, precision=precision)
     generate_s = time.perf_counter() - start
+    predictions = _predictions(rows, gens)
     start = time.perf_counter()
-    metrics = _scores(rows, gens, names)
+    metrics = score_predictions(predictions, names)
     score_s = time.perf_counter() - start
     generation: dict[str, Any] = {
         "rows": len(rows), "greedy": True, "max_new_tokens": eval_cfg.max_new_tokens,
@@ -95,19 +96,22 @@ def generate_and_score(built: "Built", eval_cfg: EvalConfig, max_prompt_length: 
     }
     if any(n in MATH_METRICS for n in names):
         generation["metric_notes"] = NOTES
-    return Measurement(metrics, generation, _predictions(rows, gens),
+    return Measurement(metrics, generation, predictions,
                        {"generate_s": round(generate_s, 3), "score_s": round(score_s, 3)})
 
 
-def _scores(rows: Sequence[Example], gens: Sequence[Generation], names: Sequence[str]) -> dict[str, float]:
-    preds, truncated = [g.text for g in gens], [g.truncated for g in gens]
+def score_predictions(predictions: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, float]:
+    """The metrics ``names`` of prediction rows (as written beside a record): maths ones against each row's
+    ``answer`` with its ``truncated`` flag, text ones against its ``reference``. Scoring a run and re-scoring
+    its saved predictions are this one function."""
+    preds, truncated = [p["prediction"] for p in predictions], [p["truncated"] for p in predictions]
     metrics: dict[str, float] = {}
     math_names = [n for n in names if n in MATH_METRICS]
     text_names = [n for n in names if n in TEXT_METRICS]
     if math_names:
-        metrics.update(score(preds, [str(r.get("answer", "")) for r in rows], math_names, truncated=truncated))
+        metrics.update(score(preds, [str(p.get("answer", "")) for p in predictions], math_names, truncated=truncated))
     if text_names:
-        metrics.update(score(preds, [_reference_text(r) for r in rows], text_names))
+        metrics.update(score(preds, [p["reference"] for p in predictions], text_names))
     return metrics
 
 

@@ -61,6 +61,7 @@ class RunRecord:
     adapter_path: Optional[str] = None
     predictions_path: Optional[str] = None
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+    rescored: list[dict[str, Any]] = field(default_factory=list)  # metric values a redefinition replaced
     resumed_from: Optional[str] = None
     error: Optional[dict[str, str]] = None  # {type, message, traceback}
     started_at: Optional[str] = None

@@ -1,29 +1,23 @@
-"""Final-answer extraction and comparison for maths generations.
+"""Final-answer extraction, and equivalence decided by Hugging Face's ``math-verify``.
 
 A final answer is the content of a ``\\boxed{...}`` (balanced braces, nesting allowed) or of a
-GSM8K-style ``#### N`` line; the last ``\\boxed{}`` wins, else the last ``####`` line. Answers
-compare numerically (relative tolerance 1e-6) when both sides parse as numbers, otherwise as
-normalised strings.
+GSM8K-style ``#### N`` line; the last ``\\boxed{}`` wins, else the last ``####`` line (SPEC §3).
+Whether it equals the gold answer is ``math_verify.verify`` of the two parsed answers (LaTeX and
+plain expressions, symbolic equivalence, percentages, thousands separators, units), with a
+normalised string comparison for answers that are not mathematics.
 """
 from __future__ import annotations
 
-import math
+import functools
 import re
-from typing import NamedTuple, Optional
+import threading
+from typing import Any, NamedTuple, Optional
+
+from math_verify import parse, verify
 
 _BOXED = re.compile(r"\\boxed\s*\{")
 _HASH_LINE = re.compile(r"^[ \t]*####[ \t]*(.*?)[ \t]*$", re.MULTILINE)
-_NUM = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)"
-_FRAC = re.compile(rf"([+-]?)\\frac(?:\{{({_NUM})\}}|(\d))(?:\{{({_NUM})\}}|(\d))")
-_SLASH = re.compile(rf"({_NUM})/({_NUM})")
-_PLAIN = re.compile(_NUM)
-_WRAPPERS = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}")
-_SPACING = re.compile(r"\\(?:left|right)(?![A-Za-z])|\\[!,;: ]|\\?\$")
-_DEGREES = re.compile(r"\^\s*\{?\\circ\}?|°|\\circ")
-_ASSIGNMENT = re.compile(r"^[A-Za-z]\w*\s*=\s*(?=\S)")
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
-_TRAILING_UNITS = re.compile(r"(?<=\d)(?:\s+[A-Za-z]+)+$")
-REL_TOL = 1e-6
+TIMEOUT_S = 5  # math-verify's own guard against pathological inputs (signals: main thread only)
 
 
 class AnswerSpan(NamedTuple):
@@ -69,52 +63,24 @@ def extract_answer(text: str) -> Optional[str]:
     return None if span is None else span.content
 
 
-def _clean(answer: str) -> str:
-    """Strip LaTeX decoration that does not change the value."""
-    s = _WRAPPERS.sub(r"\1", answer)
-    s = _SPACING.sub("", s).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\%", "%")
-    s = _DEGREES.sub("", s).strip().rstrip(".").strip()
-    return _ASSIGNMENT.sub("", s)
+def _timeout() -> Optional[int]:
+    return TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
 
 
-def _to_number(answer: str) -> Optional[tuple[float, bool]]:
-    """(value, had a percent sign) for a plain number, fraction, ``a/b`` or percentage; else None.
-
-    Thousands commas, spaces, a leading ``+`` and trailing unit words (``18 dollars``) are ignored.
-    """
-    s = _TRAILING_UNITS.sub("", _THOUSANDS.sub("", answer))
-    s = re.sub(r"\s+", "", s)
-    percent = s.endswith("%")
-    s = s.removesuffix("%")
-    if m := _FRAC.fullmatch(s):
-        sign, num, den = m.group(1), m.group(2) or m.group(3), m.group(4) or m.group(5)
-    elif m := _SLASH.fullmatch(s):
-        sign, num, den = "", m.group(1), m.group(2)
-    elif _PLAIN.fullmatch(s):
-        return float(s), percent
-    else:
-        return None
-    if float(den) == 0:
-        return None
-    return (-1 if sign == "-" else 1) * float(num) / float(den), percent
-
-
-def _close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=REL_TOL)
+@functools.lru_cache(maxsize=8192)
+def _parsed(answer: str) -> tuple[Any, ...]:
+    """math-verify's parse of an answer as LaTeX (``$…$``) and as plain text: two chances to read it."""
+    timeout = _timeout()
+    return (tuple(parse(f"${answer}$", parsing_timeout=timeout)), tuple(parse(answer, parsing_timeout=timeout)))
 
 
 def answers_match(prediction: Optional[str], reference: str) -> bool:
-    """Whether an extracted answer equals the gold answer.
-
-    Numbers compare with relative tolerance 1e-6; when either side is a percentage, the value
-    divided by 100 also counts (``25%`` matches ``25`` and ``0.25``). Anything else compares as
-    a cleaned, lower-cased string with all whitespace removed. A missing prediction never matches.
-    """
+    """Whether an extracted answer equals the gold answer (``math_verify.verify``; a missing prediction never
+    does). Read as LaTeX first, then as plain text (``18 dollars``); answers neither reading parses compare as
+    lower-cased strings without whitespace."""
     if prediction is None:
         return False
-    pred, ref = _clean(prediction), _clean(reference)
-    pred_num, ref_num = _to_number(pred), _to_number(ref)
-    if pred_num is not None and ref_num is not None:
-        (p, p_pct), (r, r_pct) = pred_num, ref_num
-        return _close(p, r) or ((p_pct or r_pct) and (_close(p / 100, r) or _close(p, r / 100)))
-    return re.sub(r"\s+", "", pred).lower() == re.sub(r"\s+", "", ref).lower()
+    for gold, pred in zip(_parsed(reference), _parsed(prediction)):
+        if gold and pred and verify(list(gold), list(pred), timeout_seconds=_timeout()):
+            return True
+    return re.sub(r"\s+", "", prediction).lower() == re.sub(r"\s+", "", reference).lower()

@@ -29,8 +29,8 @@ def test_extract_answer(text, answer):
 @pytest.mark.parametrize("pred, ref", [
     (r"\frac{3}{5}", "3/5"), (r"\dfrac{3}{5}", "0.6"), (r"\frac35", "3/5"), (r"-\frac{1}{2}", "-0.5"),
     ("1,234", "1234"), ("1,234,567.0", "1234567"), ("+5", "5"), ("72.", "72"), (r"\$18.00", "18"),
-    ("$18$", "18"), ("18 dollars", "18"), (r"\text{18 cm}", "18"), (r"90^\circ", "90"), ("x = 5", "5"),
-    ("25%", "25"), (r"25\%", "0.25"), ("0.3333333333", "1/3"),
+    ("$18$", "18"), ("18 dollars", "18"), (r"90^\circ", "90"), ("x = 5", "5"),
+    ("25%", "25"), (r"25\%", "25"), ("0.3333333333", "1/3"),
     (r"\text{(B)}", "(b)"), (r"\dfrac{\sqrt{3}}{2}", r"\frac{\sqrt{3}}{2}"), (r"\left(1, 2\right)", "(1,2)"),
 ])
 def test_answers_match(pred, ref):
@@ -39,6 +39,8 @@ def test_answers_match(pred, ref):
 
 @pytest.mark.parametrize("pred, ref", [
     ("5", "6"), ("0.3333", "1/3"), ("1,2", "12"), ("(1, 2)", "(2,1)"), (None, "5"), ("3/0", "3"),
+    # math-verify's readings, which decide: a LaTeX percent sign is dropped, text with units stays text
+    (r"25\%", "0.25"), (r"\text{18 cm}", "18"),
 ])
 def test_answers_do_not_match(pred, ref):
     assert not answers_match(pred, ref)

@@ -12,7 +12,6 @@ _INPUTS = """
 Args:
     predictions: generated texts.
     references: one reference text (or gold maths answer) per prediction.
-    lang: optional "zh" or "en"; by default each pair containing CJK is Chinese.
     truncated: optional per-prediction flags, True where generation hit max_new_tokens (maths only).
 Returns: the metric values ×100, each the mean over samples.
 """
