@@ -9,18 +9,18 @@ per job, before any model or dataset is loaded.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from qtha.adapters import ADAPTERS, check_adapter, expected_trainable
 from qtha.backbone import check_model, meta_model
@@ -30,6 +30,7 @@ from qtha.errors import ConfigError
 from qtha.evaluation import check_eval
 from qtha.loggers import check_logger
 from qtha.quantum import check_quantum
+from qtha.selection import register_resolver
 from qtha.trainer import check_trainer
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # package data: a wheel carries it (``conf/`` links here)
@@ -47,6 +48,7 @@ def register_configs() -> None:
     cs.store(group="quantum", name="quantum_schema", node=QuantumConfig)
     for name, spec in ADAPTERS.items():
         cs.store(group="adapter", name=f"{name}_schema", node=spec.config)
+    register_resolver()
 
 
 def validate(cfg: Any, needs_weights: bool = True, trains: bool = True) -> None:
@@ -75,17 +77,25 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def expand_sweeps(overrides: list[str]) -> list[list[str]]:
-    """The jobs of a multirun: the cartesian product of comma/range sweeps, in Hydra's order."""
+def expand_sweeps(overrides: list[str], params: Optional[dict[str, str]] = None) -> list[list[str]]:
+    """The jobs of a multirun exactly as Hydra's basic sweeper makes them: the experiment's
+    ``hydra.sweeper.params`` first, the command line's overrides after (a key on both: the command line
+    wins), the cartesian product of the comma/range sweeps in that order."""
+    parsed = OverridesParser.create().parse_overrides([*(f"{k}={v}" for k, v in (params or {}).items()), *overrides])
+    (jobs,) = BasicSweeper.split_arguments(parsed, None)
+    return [list(job) for job in jobs]
+
+
+def sweeper_params(overrides: list[str]) -> dict[str, str]:
+    """The ``hydra.sweeper.params`` the composed config holds (an experiment file's sweep), taking each
+    swept value on the command line at its first choice (an experiment named by a sweep: its first)."""
     parsed = OverridesParser.create().parse_overrides(overrides)
-    choices = []
-    for o in parsed:
-        key = o.get_key_element()
-        if o.is_sweep_override():
-            choices.append([f"{key}={v}" for v in o.sweep_string_iterator()])
-        else:
-            choices.append([o.input_line])
-    return [list(job) for job in itertools.product(*choices)]
+    first = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override()
+             else o.input_line for o in parsed]
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=first, return_hydra_config=True)
+    return {str(k): str(v) for k, v in (OmegaConf.select(cfg, "hydra.sweeper.params") or {}).items()}
 
 
 def _one_line(exc: Exception, overrides: list[str]) -> str:
@@ -154,9 +164,17 @@ def _shapes(model: ModelConfig) -> Any:
 
 
 def compose_job(overrides: list[str]) -> DictConfig:
-    """Compose one job exactly as ``python -m qtha.run`` would (no checks); errors in one line."""
+    """Compose one job exactly as ``python -m qtha.run`` would (no checks), every interpolation resolved now
+    (a ``${qtha.selected:…}`` that finds no selection fails here); errors in one line."""
     try:
-        return _compose(overrides)
+        cfg = _compose(overrides)
+        OmegaConf.to_container(cfg, resolve=True)
+        return cfg
+    except InterpolationResolutionError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ConfigError):
+            raise ConfigError(f"{exc.full_key}: {cause}") from exc
+        raise ConfigError(_one_line(exc, overrides)) from exc
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(_one_line(exc, overrides)) from exc
 
@@ -170,12 +188,12 @@ def compose_checked(overrides: list[str], needs_weights: bool = True) -> DictCon
 
 
 def check_jobs(overrides: list[str], multirun: bool) -> int:
-    """Compose and validate every job up front; returns the number of jobs."""
+    """Compose and validate every job up front (an experiment file's sweep included); returns the number of jobs."""
     app = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     try:
-        jobs = expand_sweeps(app) if multirun else [app]
-    except HydraException as exc:
-        raise ConfigError(" ".join(str(exc).split())) from exc
+        jobs = expand_sweeps(app, sweeper_params(app)) if multirun else [app]
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(_one_line(exc, app)) from exc
     for job in jobs:
         compose_checked(job)
     return len(jobs)

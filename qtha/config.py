@@ -68,7 +68,10 @@ class DataConfig:
     test split, so runs with different seeds share one test set: it seeds the generated
     dataset, the hold-out of ``holdout_size`` rows for sources without a test split, and the
     draw of at most ``pool_size`` pool rows from a larger source (``synthetic_math``
-    generates exactly ``pool_size``). ``path`` (local JSONL / case files) wins over ``hub_id``
+    generates exactly ``pool_size``). ``val_size`` rows are carved out of the training pool (drawn with
+    ``data_seed``: the same rows for every seed and size) as the *selection* split: its loss is recorded as
+    ``heldout_loss`` and is what a hyperparameter selection reads, so the test split never selects
+    anything (SPEC §5); 0 carves none. ``path`` (local JSONL / case files) wins over ``hub_id``
     (+ ``hub_config``), which needs ``allow_hub=true``. ``system_prompt`` is prepended to every
     conversation that has none. ``max_length`` truncates from the left (oldest turns first).
     """
@@ -81,6 +84,7 @@ class DataConfig:
     test_size: int = 32
     pool_size: int = 4000
     holdout_size: int = 300
+    val_size: int = 0
     data_seed: int = 0
     max_length: int = 256
     system_prompt: Optional[str] = None

@@ -19,6 +19,7 @@ from qtha.data import Example
 from qtha.errors import ConfigError, one_of, positive
 from qtha.generation import Generation, generate
 from qtha.metrics import MATH_METRICS, METRIC_NAMES, NOTES, TEXT_METRICS, extract_answer, score
+from qtha.module import VALIDATION_SPLITS
 from qtha.results import atomic_write_text
 
 if TYPE_CHECKING:
@@ -46,10 +47,16 @@ class Measurement:
 
 
 def validate(built: "Built") -> tuple[dict[str, float], float]:
-    """Validation loss and both perplexities over the whole validation set, and the seconds it took."""
+    """Loss and both perplexities over the whole test split (``loss``, ``ppl``, ``ppl_sample``) and, when the
+    data has a selection split, over it (``heldout_loss``, …), and the seconds it took."""
     start = time.perf_counter()
-    out = built.trainer.validate(built.module, datamodule=built.data, verbose=False)[0]
-    return {k.split("/")[-1]: float(v) for k, v in out.items()}, time.perf_counter() - start
+    built.trainer.validate(built.module, datamodule=built.data, verbose=False)
+    metrics = {}
+    for key, value in built.trainer.callback_metrics.items():
+        split, _, name = key.partition("/")
+        if split in VALIDATION_SPLITS:
+            metrics[name if split == "val" else f"{split}_{name}"] = float(value)
+    return metrics, time.perf_counter() - start
 
 
 def measure(built: "Built", eval_cfg: EvalConfig, max_prompt_length: int) -> Measurement:

@@ -18,6 +18,9 @@ from qtha.config import TrainerConfig
 from qtha.data.formatting import IGNORE_INDEX
 
 
+VALIDATION_SPLITS = ("val", "heldout")  # dataloader 0: the test split; 1: the selection split
+
+
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token next-token cross-entropy (fp32) and the mask of scored tokens, both (B, T-1)."""
     shift_logits = logits[:, :-1].float()
@@ -44,7 +47,7 @@ class AdapterLM(L.LightningModule):
         self.strict_loading = False
         self.history: list[dict[str, float]] = []
         self.step_times: list[float] = []
-        self._val: list[torch.Tensor] = []
+        self._val: dict[int, list[torch.Tensor]] = {}
         self._batch_start = 0.0
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -81,25 +84,34 @@ class AdapterLM(L.LightningModule):
         return mean
 
     def on_validation_epoch_start(self) -> None:
-        self._val = []
+        self._val = {}
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         loss, mask = self(batch)
         per_sample_sum = (loss * mask).sum(1).double()
         per_sample_n = mask.sum(1).double()
-        self._val.append(torch.stack([batch["index"].double(), per_sample_sum, per_sample_n], 1).detach())
+        rows = torch.stack([batch["index"].double(), per_sample_sum, per_sample_n], 1).detach()
+        self._val.setdefault(dataloader_idx, []).append(rows)
 
     def on_validation_epoch_end(self) -> None:
-        rows = self._whole_set(torch.cat(self._val))
-        rows = rows[rows[:, 2] > 0]
-        token_mean = rows[:, 1].sum() / rows[:, 2].sum()
-        sample_ppl = torch.exp(rows[:, 1] / rows[:, 2]).mean()
-        # Two perplexity definitions (SPEC §3): exp of the token-mean loss, and the authors'
-        # mean over samples of exp(per-sample mean loss). Every process holds the same values.
-        self.log_dict({"val/loss": token_mean.float(), "val/ppl": torch.exp(token_mean).float(),
-                       "val/ppl_sample": sample_ppl.float()}, prog_bar=True, sync_dist=True)
+        """Loss and both perplexities of each validation split: ``val/*`` the test split, ``heldout/*`` the
+        selection split carved from the training pool (``data.val_size``), when there is one."""
+        logged: dict[str, torch.Tensor] = {}
+        for idx, prefix in enumerate(VALIDATION_SPLITS):
+            if idx not in self._val:
+                continue
+            rows = self._whole_set(torch.cat(self._val[idx]))
+            rows = rows[rows[:, 2] > 0]
+            token_mean = rows[:, 1].sum() / rows[:, 2].sum()
+            # Two perplexity definitions (SPEC §3): exp of the token-mean loss, and the authors'
+            # mean over samples of exp(per-sample mean loss). Every process holds the same values.
+            logged.update({f"{prefix}/loss": token_mean.float(), f"{prefix}/ppl": torch.exp(token_mean).float(),
+                           f"{prefix}/ppl_sample": torch.exp(rows[:, 1] / rows[:, 2]).mean().float()})
+        self.log_dict(logged, prog_bar=True, sync_dist=True)
         if self.trainer.state.fn == "fit":
-            self.history.append({"step": self.global_step, "val_loss": float(token_mean)})
+            self.history.append({"step": self.global_step,
+                                 **{f"{p}_loss": float(logged[f"{p}/loss"]) for p in VALIDATION_SPLITS
+                                    if f"{p}/loss" in logged}})
 
     def _whole_set(self, rows: torch.Tensor) -> torch.Tensor:
         """(index, loss sum, tokens) of every validation row, on every process: each process scored its

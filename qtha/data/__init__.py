@@ -96,11 +96,17 @@ def fingerprint(cfg: DataConfig) -> str:
     return _load(cfg)[2]
 
 
-def check_size(size: int, pool: int, name: str) -> None:
-    """``data.size`` must fit the pool: a silent smaller run would be mislabelled in every table."""
-    if size <= 0 or size > pool:
-        raise ConfigError(f"data.size={size} is outside the training pool of data={name} ({pool} rows); "
-                          f"allowed: 1..{pool}")
+def check_size(size: int, pool: int, name: str, val_size: int = 0) -> None:
+    """``data.size`` must fit the pool left after the selection split: a silent smaller run would be
+    mislabelled in every table."""
+    if val_size < 0 or val_size >= pool:
+        raise ConfigError(f"data.val_size={val_size} does not fit the training pool of data={name} ({pool} rows); "
+                          f"allowed: 0..{pool - 1}")
+    left = pool - val_size
+    if size <= 0 or size > left:
+        extra = f" less data.val_size={val_size}" if val_size else ""
+        raise ConfigError(f"data.size={size} is outside the training pool of data={name} ({pool} rows{extra}); "
+                          f"allowed: 1..{left}")
 
 
 def check_data(cfg: DataConfig, allow_hub: bool, trains: bool = True) -> None:
@@ -121,7 +127,7 @@ def check_data(cfg: DataConfig, allow_hub: bool, trains: bool = True) -> None:
             synthetic_math.check_languages(list(cfg.languages))
         except ValueError as exc:
             raise ConfigError(f"data.languages={list(cfg.languages)}: {exc}") from exc
-        check_size(cfg.size, cfg.pool_size, cfg.name)
+        check_size(cfg.size, cfg.pool_size, cfg.name, cfg.val_size)
         return
     dataset = FILE_DATASETS[cfg.name]
     if dataset.eval_only and trains:
@@ -138,4 +144,4 @@ def check_data(cfg: DataConfig, allow_hub: bool, trains: bool = True) -> None:
         return
     pool, _ = load_splits(cfg)
     if not dataset.eval_only:
-        check_size(cfg.size, len(pool), cfg.name)
+        check_size(cfg.size, len(pool), cfg.name, cfg.val_size)

@@ -25,8 +25,19 @@ def subsample(pool: list[Example], size: int, seed: int, name: str = "pool") -> 
     return [pool[i] for i in order[:size]]
 
 
+def carve(pool: list[Example], size: int, data_seed: int) -> tuple[list[Example], list[Example]]:
+    """(selection split, the rest of the pool): ``size`` rows drawn with ``data_seed``, both in pool order."""
+    if size <= 0:
+        return [], pool
+    order = list(range(len(pool)))
+    random.Random(f"selection split {data_seed}").shuffle(order)
+    chosen = set(order[:size])
+    return [pool[i] for i in sorted(chosen)], [r for i, r in enumerate(pool) if i not in chosen]
+
+
 class ChatDataModule(L.LightningDataModule):
-    """Training rows = ``data.size`` of the pool (by ``seed``), validation = the test split.
+    """Training rows = ``data.size`` of the pool (by ``seed``); validation = the test split, and the selection
+    split carved from the pool (``data.val_size``) as a second validation loader.
 
     An evaluation-only set (empty pool, e.g. CMATH) sets up with no training rows; asking for
     them (``trainer.fit``) is a one-line :class:`ConfigError`.
@@ -39,20 +50,25 @@ class ChatDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.train_rows: list[Example] = []
         self.test_rows: list[Example] = []
+        self.heldout_rows: list[Example] = []
         self.train_set: list[Encoded] = []
-        self.val_set: list[Encoded] = []
+        self.test_set: list[Encoded] = []
+        self.heldout_set: list[Encoded] = []
 
     def setup(self, stage: str | None = None) -> None:
-        if self.val_set:
+        if self.test_set:
             return
         pool, test = load_splits(self.cfg)
+        self.heldout_rows, pool = carve(pool, self.cfg.val_size, self.cfg.data_seed) if pool else ([], pool)
         self.train_rows = subsample(pool, self.cfg.size, self.seed, self.cfg.name) if pool else []
         self.test_rows = test[: self.cfg.test_size]
+
         def encode(rows: list[Example]) -> list[Encoded]:
             return [replace(encode_chat(self.tokenizer, r["messages"], self.cfg.max_length), index=i)
                     for i, r in enumerate(rows)]
 
-        self.train_set, self.val_set = encode(self.train_rows), encode(self.test_rows)
+        self.train_set, self.test_set = encode(self.train_rows), encode(self.test_rows)
+        self.heldout_set = encode(self.heldout_rows)
 
     def summary(self) -> dict[str, Any]:
         """Rows, tokens, truncation rate and assistant turns: logged once so a reader can judge the data.
@@ -67,7 +83,8 @@ class ChatDataModule(L.LightningDataModule):
                     "mean_tokens": round(n_tok / max(len(rows), 1), 1),
                     "truncation_rate": round(sum(e.truncated for e in rows) / max(len(rows), 1), 4),
                     "assistant_turns": sum(e.turns for e in rows), "target_turns": sum(e.targets for e in rows)}
-        return {"train": stats(self.train_set), "test": stats(self.val_set)}
+        out = {"train": stats(self.train_set), "test": stats(self.test_set)}
+        return out | ({"heldout": stats(self.heldout_set)} if self.heldout_set else {})
 
     def _loader_kwargs(self) -> dict[str, Any]:
         """Each loader owns a seeded generator (worker seeds come from it), so iterating one never
@@ -80,5 +97,7 @@ class ChatDataModule(L.LightningDataModule):
         return ResumableLoader(self.train_set, sampler=EpochSampler(len(self.train_set), self.seed),
                                **self._loader_kwargs())
 
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, **self._loader_kwargs())
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The test split; with a selection split, a second loader (``dataloader_idx`` 1) over it."""
+        test = DataLoader(self.test_set, **self._loader_kwargs())
+        return [test, DataLoader(self.heldout_set, **self._loader_kwargs())] if self.heldout_set else test

@@ -6,7 +6,7 @@ import pytest
 from qtha.backbone import build_tiny_tokenizer
 from qtha.config import DataConfig
 from qtha.errors import ConfigError
-from qtha.data import load_splits
+from qtha.data import check_data, load_splits
 from qtha.data.module import ChatDataModule, subsample
 
 
@@ -102,3 +102,25 @@ def test_training_on_an_evaluation_only_set_fails_before_any_model_loads(shared_
     text = str(err.value)
     assert "data=cmath is an evaluation-only set" in text and "trainer.max_steps=0" in text and "\n" not in text
     assert compose_checked(["data=cmath", f"data.path={shared_data / 'cmath'}", "model=tiny_llama", "adapter=none"])
+
+
+def test_the_selection_split_is_carved_from_the_pool_the_same_for_every_seed_and_size(tok):
+    """data.val_size: held out of the training pool by data_seed, never trained on, a second validation loader."""
+    def module(seed: int, size: int) -> ChatDataModule:
+        dm = ChatDataModule(DataConfig(name="synthetic_math", size=size, test_size=4, pool_size=120, val_size=20,
+                                       max_length=96), tok, seed=seed, batch_size=4)
+        dm.setup()
+        return dm
+
+    a, b, c = module(1, 40), module(2, 40), module(1, 80)
+    question = lambda rows: {r["messages"][0]["content"] for r in rows}  # noqa: E731
+    assert len(a.heldout_rows) == 20 and question(a.heldout_rows) == question(b.heldout_rows) == question(c.heldout_rows)
+    for dm in (a, b, c):
+        assert not question(dm.heldout_rows) & question(dm.train_rows)
+        assert not question(dm.heldout_rows) & question(dm.test_rows)
+    assert question(a.train_rows) <= question(c.train_rows)            # sizes stay nested
+    test, heldout = a.val_dataloader()
+    assert len(list(heldout)) == 5 and a.summary()["heldout"]["rows"] == 20
+    with pytest.raises(ConfigError, match=r"data.size=101 is outside the training pool of data=synthetic_math "
+                                          r"\(120 rows less data.val_size=20\); allowed: 1..100"):
+        check_data(DataConfig(name="synthetic_math", size=101, pool_size=120, val_size=20), allow_hub=False)
