@@ -9,13 +9,15 @@ per job, before any model or dataset is loaded.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -32,6 +34,7 @@ from qtha.loggers import check_logger
 from qtha.quantum import check_quantum
 from qtha.selection import register_resolver
 from qtha.trainer import check_trainer
+from qtha.trainer import register_resolvers as register_trainer_resolvers
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # package data: a wheel carries it (``conf/`` links here)
 
@@ -49,6 +52,7 @@ def register_configs() -> None:
     for name, spec in ADAPTERS.items():
         cs.store(group="adapter", name=f"{name}_schema", node=spec.config)
     register_resolver()
+    register_trainer_resolvers()
 
 
 def validate(cfg: Any, needs_weights: bool = True, trains: bool = True) -> None:
@@ -93,7 +97,7 @@ def sweeper_params(overrides: list[str]) -> dict[str, str]:
     first = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override()
              else o.input_line for o in parsed]
     register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with _search_path():
         cfg = compose(config_name="config", overrides=first, return_hydra_config=True)
     return {str(k): str(v) for k, v in (OmegaConf.select(cfg, "hydra.sweeper.params") or {}).items()}
 
@@ -133,9 +137,20 @@ def _keys_of(parent: str, overrides: list[str]) -> str:
         return "see `python -m qtha.run --cfg job`"
 
 
+@contextlib.contextmanager
+def _search_path() -> Iterator[None]:
+    """Hydra's compose API over ``conf/``; inside ``python -m qtha.run`` (Hydra already up, with the same search
+    path) it composes in place (a run's re-evaluations compose so)."""
+    if GlobalHydra.instance().is_initialized():
+        yield
+        return
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        yield
+
+
 def _compose(overrides: list[str]) -> DictConfig:
     register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with _search_path():
         return compose(config_name="config", overrides=overrides)
 
 
@@ -171,8 +186,10 @@ def compose_job(overrides: list[str]) -> DictConfig:
         OmegaConf.to_container(cfg, resolve=True)
         return cfg
     except InterpolationResolutionError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, ConfigError):
+        cause = exc.__cause__ or exc.__context__
+        while cause is not None and not isinstance(cause, ConfigError):  # a resolver's own one-line error
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
             raise ConfigError(f"{exc.full_key}: {cause}") from exc
         raise ConfigError(_one_line(exc, overrides)) from exc
     except (HydraException, OmegaConfBaseException, ValueError) as exc:

@@ -89,6 +89,7 @@ class DataConfig:
     max_length: int = 256
     system_prompt: Optional[str] = None
     languages: list[str] = field(default_factory=lambda: ["en", "zh"])
+    difficulty: str = "standard"  # synthetic_math only: standard (1-3 steps) | easy (one step, small numbers)
 
 
 # --------------------------------------------------------------------------- trainer
@@ -194,9 +195,11 @@ class RunConfig:
     ``work_dir`` (git-ignored ``workspace/``) holds what a run writes besides its record: checkpoints,
     adapter weights, tracker logs, Hydra's run folders. ``results_dir`` defaults to the same
     workspace, so a user's own runs never touch the project's committed evidence; ``results_dir=results``
-    publishes a run there (``experiments/run.py`` does, to rebuild the evidence). ``force=true`` reruns a
+    publishes a run there (the commands in ``experiments/README.md`` do, to rebuild the evidence). ``force=true`` reruns a
     finished run; ``resume=true`` continues an unfinished (``running``/``failed``) run of the *same*
-    config from its last checkpoint; without one it starts from scratch.
+    config from its last checkpoint; without one it starts from scratch. ``reevaluate`` (tag → overrides, as
+    for ``python -m qtha.eval``) re-measures the finished run's adapter under other settings (a noisy QNN, another
+    test set) right after it, each tag once (a rerun adds only the missing ones).
     """
 
     model: ModelConfig = MISSING
@@ -213,3 +216,4 @@ class RunConfig:
     allow_hub: bool = False
     work_dir: str = "workspace"
     results_dir: str = "${work_dir}"
+    reevaluate: dict[str, str] = field(default_factory=dict)

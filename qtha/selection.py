@@ -6,8 +6,9 @@ the lowest mean ``heldout_loss`` over its finished seeds (ties: the smaller rate
 e.g. diverged, is out of the running). The test split is never read. A later experiment picks the
 value up at composition with ``trainer.lr: ${qtha.selected:<selection experiment>}``: the resolver
 finds the selection records whose adapter config equals the job's (or agrees on the adapter keys
-named after the experiment, ``${qtha.selected:select_x,name,variant}``), so the resolved config —
-and with it the run's identity — holds the number.
+named after the experiment, ``${qtha.selected:select_x,name,variant}``, or — ``${qtha.selected:select_x,default}``
+— equals the default config of the job's adapter: a knob sweep at the default's learning rate), so the
+resolved config, and with it the run's identity, holds the number.
 """
 from __future__ import annotations
 
@@ -75,8 +76,11 @@ def methods(results_dir: str | Path, experiment: str) -> list[Method]:
 
 
 def select(results_dir: str | Path, experiment: str, adapter: dict[str, Any], keys: Sequence[str] = ()) -> Method:
-    """The selection row of ``adapter`` (equal on ``keys``, or on the whole adapter config)."""
+    """The selection row of ``adapter``: equal on ``keys``, or on the whole adapter config, or (``keys`` =
+    ``("default",)``) the row of its adapter's default config."""
     found = methods(results_dir, experiment)
+    if tuple(keys) == ("default",):
+        adapter, keys = semantic(with_defaults({"adapter": {"name": adapter["name"]}}))["adapter"], ()
     wanted = {k: adapter.get(k) for k in keys} if keys else adapter
     hits = [m for m in found if all(m.adapter.get(k) == v for k, v in wanted.items())]
     if len(hits) == 1:

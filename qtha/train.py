@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import shlex
 import time
 import traceback
 from dataclasses import dataclass
@@ -26,11 +27,12 @@ from qtha.build import Built, build
 from qtha.checkpoint import LastCheckpoint, checkpoint_dir, resume_checkpoint
 from qtha.data import fingerprint
 from qtha.errors import ConfigError
+from qtha.eval import reevaluate
 from qtha.evaluation import Measurement, measure, validate, write_predictions
 from qtha.identity import config_hash, label, plain
 from qtha.loggers import build_logger, finish, run_path
 from qtha.provenance import environment, git_dirty, git_sha, versions
-from qtha.results import RunRecord, find_run, predictions_path, record_path, write_record
+from qtha.results import RunRecord, find_run, load_record, predictions_path, record_path, write_record
 from qtha.scrub import scrub
 
 log = logging.getLogger("qtha")
@@ -62,7 +64,7 @@ def train(cfg: DictConfig, overrides: Optional[list[str]] = None) -> Run:
     digest = config_hash(cfg)
     found = find_run(cfg.results_dir, cfg.name, cfg)
     if found and found[1].status == "ok" and not cfg.force:
-        return _reuse(cfg, *found)
+        return _reevaluate(cfg, _reuse(cfg, *found))
     if cfg.allow_hub:
         offline.allow_hub()
     ckpt_dir = checkpoint_dir(cfg.work_dir, cfg.name, digest)
@@ -86,7 +88,17 @@ def train(cfg: DictConfig, overrides: Optional[list[str]] = None) -> Run:
         record.peak_rss_mb = round(_peak_rss_mb(), 1)
         record.finished_at = _now()
         write_record(record, path)
-    return Run(path, record)
+    return _reevaluate(cfg, Run(path, record))
+
+
+def _reevaluate(cfg: DictConfig, run: Run) -> Run:
+    """The ``reevaluate`` entries the finished record still lacks, each as ``python -m qtha.eval`` would."""
+    done = {e.get("tag") for e in run.record.evaluations}
+    missing = {tag: shlex.split(overrides) for tag, overrides in cfg.reevaluate.items() if tag not in done}
+    for tag, overrides in missing.items():
+        log.info("qtha: re-evaluating %s as %s: %s", run.path, tag, " ".join(overrides))
+        reevaluate(run.path, overrides, tag)
+    return Run(run.path, load_record(run.path), run.reused) if missing else run
 
 
 def _reuse(cfg: DictConfig, path: Path, done: RunRecord) -> Run:

@@ -2,12 +2,14 @@
 factory that training and re-evaluation share (so their settings cannot drift apart)."""
 from __future__ import annotations
 
+import math
 import os
 import signal
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from lightning.pytorch import Callback, Trainer
+from omegaconf import DictConfig, OmegaConf
 
 from qtha.config import RunConfig, TrainerConfig
 from qtha.errors import ConfigError, one_of, positive
@@ -42,6 +44,24 @@ def check_trainer(t: TrainerConfig) -> None:
         from lightning.pytorch.strategies import StrategyRegistry
 
         one_of("trainer.strategy", t.strategy, ["auto", *StrategyRegistry.available_strategies()])
+
+
+def _epoch_steps(epochs: Any, *, _root_: DictConfig) -> int:
+    """``${qtha.epochs:3}``: the optimiser steps of that many passes over the ``data.size`` training rows."""
+    t = _root_.trainer
+    return max(1, math.ceil(float(epochs) * _root_.data.size / (t.batch_size * t.accumulate_grad_batches)))
+
+
+def _warmup_steps(fraction: Any, *, _root_: DictConfig) -> int:
+    """``${qtha.warmup:0.1}``: that fraction of ``trainer.max_steps`` as warm-up steps."""
+    return int(round(float(fraction) * _root_.trainer.max_steps))
+
+
+def register_resolvers() -> None:
+    """The epochs-based recipe in step terms, so a resolved config holds the steps it trains (identity)."""
+    for name, fn in (("qtha.epochs", _epoch_steps), ("qtha.warmup", _warmup_steps)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
 
 
 def resolve_precision(requested: str, accelerator: str) -> str:

@@ -65,6 +65,8 @@ BAD_INPUTS: list[tuple[tuple[str, ...], str]] = [
     (("data.size=5000",), "data.size=5000 is outside the training pool of data=synthetic_math (4000 rows)"),
     (("data.max_length=8",), "data.max_length=8 is too short; allowed: >= 16 tokens"),
     (("data.languages=[fr]",), "data.languages=['fr']: unknown language 'fr'; allowed: ('en', 'zh')"),
+    (("data.difficulty=hard",), "data.difficulty='hard' is not allowed; allowed: standard, easy"),
+    (("data.val_size=4000",), "data.val_size=4000 does not fit the training pool of data=synthetic_math (4000 rows)"),
     (("data=cmath",), "data=cmath is an evaluation-only set (no solutions to train on)"),
     (("data=jsonl", "data.path={data}/absent.jsonl"), "data=jsonl has no local data at"),
     ((*JSONL, "data.path={data}/malformed.jsonl"), "malformed.jsonl:3: invalid JSON"),

@@ -16,6 +16,8 @@ def test_every_option_of_every_group_composes(group, tmp_path):
     chat.write_text("".join(f'{{"prompt": "q{i}", "response": "a{i}"}}\n' for i in range(4)))
     needs = {"jsonl": [f"data.path={chat}", "data.size=1", "data.holdout_size=1"], "cmath": ["adapter=none"]}
     for option in group_options(group):
+        if group == "experiment" and "qtha.selected" in (compose.CONF_DIR / group / f"{option}.yaml").read_text():
+            continue  # reads a selection's records: composed against fake ones in test_experiments.py
         cfg = compose_checked([f"{group}={option}", "allow_hub=true", *needs.get(option, [])])
         assert cfg is not None
 

@@ -161,7 +161,7 @@ def test_eval_config_is_validated_before_any_model_loads(tmp_path):
 ])
 def test_paper_experiments_train_and_score_on_the_shared_slices(shared_data, tmp_path, experiment, metrics):
     overrides = tiny_overrides(tmp_path, f"experiment={experiment}", "model=tiny_llama", "data.size=4",
-                               "data.test_size=3", "data.max_length=128", "trainer.max_steps=2")
+                               "data.test_size=3", "data.max_length=128", "trainer.max_steps=2", "data.val_size=4")
     record = train(compose_checked(overrides), [f"experiment={experiment}"]).record
     assert record.status == "ok", record.error
     assert record.experiment == experiment
@@ -174,7 +174,7 @@ def test_paper_experiments_train_and_score_on_the_shared_slices(shared_data, tmp
 def test_a_maths_run_reevaluates_on_cmath_by_swapping_the_data_group(shared_data, tmp_path, capsys):
     """``qtha.eval <gsm8k record> data=cmath``: the group swap composes as in qtha.run (path and hub id follow)."""
     overrides = tiny_overrides(tmp_path, "experiment=math", "data.size=4", "data.test_size=3", "data.max_length=128",
-                               "trainer.max_steps=1")
+                               "trainer.max_steps=1", "data.val_size=4")
     run = train(compose_checked(overrides), overrides)
     assert run.record.config["data"]["name"] == "gsm8k"
     assert qeval.main([str(run.path), "data=cmath", "eval.limit=2"]) == 0

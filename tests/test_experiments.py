@@ -1,61 +1,81 @@
-"""Every paper table/figure file names a sweep whose every job composes and validates."""
+"""Every paper table is one experiment config whose sweep composes and validates job by job, and whose learning
+rates come from its selection's records (``${qtha.selected:…}``), never typed in."""
 from __future__ import annotations
 
-import importlib.util
-import shlex
 from pathlib import Path
 
 import pytest
 
-from qtha import eval as qeval
-from qtha.compose import check_jobs, compose_checked, expand_sweeps
+from qtha.compose import CONF_DIR, check_jobs, compose_checked, expand_sweeps, sweeper_params
+from qtha.errors import ConfigError
 from qtha.identity import config_hash, plain
-from qtha.results import RunRecord, load_record, write_record
+from qtha.results import RunRecord, record_path, write_record
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-spec = importlib.util.spec_from_file_location("experiments_run", EXPERIMENTS / "run.py")
-runner = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(runner)
-
-
-@pytest.mark.parametrize("name", sorted(p.stem for p in EXPERIMENTS.glob("*.yaml")))
-def test_experiment_sweep_composes_and_header_matches(name, shared_data):
-    sweep = runner.load(name)["sweep"]
-    assert check_jobs(shlex.split(sweep), multirun=True) >= 2
-    header = (EXPERIMENTS / f"{name}.yaml").read_text()
-    assert f"python -m qtha.run -m {sweep}" in header and f"python -m qtha.report {name}" in header
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+PROTOCOLS = {"cpsycound", "math", "math_easy", "smoke"}  # protocol configs: no sweep of their own
+SELECTIONS = sorted(e for e in EXPERIMENTS if e.startswith("select_"))
+RATES = {1e-4: 1.3, 3e-4: 1.1, 1e-3: 1.0, 3e-3: 1.2, 1e-2: float("nan")}  # 1e-3 wins; 1e-2 "diverged"
 
 
-def test_runner_builds_sweep_then_report_and_rejects_unknown_names():
-    sweep, report = runner.commands("design_card", ["seed=1,2"])
-    assert sweep[2:5] == ["qtha.run", "-m", "adapter=qtha,lora"] and sweep[-2:] == ["results_dir=results", "seed=1,2"]
-    assert report[2:] == ["qtha.report", "design_card"]
-    with pytest.raises(SystemExit, match="'nope' is unknown; allowed: .*design_card"):
-        runner.load("nope")
+def _fake_selection(results: Path, experiment: str) -> None:
+    """Finished selection records for every method × rate of ``experiment`` (heldout_loss by RATES; one failed)."""
+    params = sweeper_params([f"experiment={experiment}"])
+    for adapter in params["adapter"].split(","):
+        config = plain(compose_checked([f"experiment={experiment}", f"adapter={adapter}"]))
+        for lr, loss in RATES.items():
+            config["trainer"]["lr"] = lr
+            record = RunRecord(status="ok" if loss == loss else "failed", experiment=experiment, label="x",
+                               config_hash=config_hash(config), config=config,
+                               metrics={"loss": 2.0} | ({"heldout_loss": loss} if loss == loss else {}))
+            write_record(record, record_path(results, experiment, f"{adapter}-{lr}"))
 
 
-def test_evaluations_cover_each_finished_record_once_and_every_preset_validates(tmp_path, shared_data):
-    spec = runner.load("noise_eval")
-    runs = tmp_path / "runs" / spec["report"]
-    runs.mkdir(parents=True)
-    job = expand_sweeps(shlex.split(spec["sweep"]))[0]
-    cfg = compose_checked(job)
-    record = RunRecord(status="ok", experiment=spec["report"], label="a", config_hash=config_hash(cfg),
-                       config=plain(cfg), overrides=job, evaluations=[{"tag": "shots_1000", "metrics": {}}])
-    write_record(record, runs / "a.json")
-    record.status, record.evaluations = "failed", []
-    write_record(record, runs / "b.json")
-    todo = runner.evaluations("noise_eval", tmp_path)
-    assert [(Path(c[3]).name, c[-1]) for c in todo] == [("a.json", t) for t in spec["evaluate"] if t != "shots_1000"]
-    for cmd in todo:                                   # each override set applies to the recorded config
-        qeval.eval_config(load_record(runs / "a.json"), cmd[4:-2])
-    assert runner.evaluations("design_card", tmp_path) == []
+@pytest.fixture(scope="module")
+def selections(tmp_path_factory, request) -> Path:
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not shared.is_dir():
+        pytest.skip(f"shared data slices not found at {shared}")
+    results = tmp_path_factory.mktemp("results")
+    for experiment in SELECTIONS:
+        _fake_selection(results, experiment)
+    return results
 
 
-def test_evaluations_name_records_relative_to_where_they_run(tmp_path):
-    runs = tmp_path / "results" / "runs" / "noise_eval"
-    record = RunRecord(status="ok", experiment="noise_eval", label="a", config_hash="0" * 12,
-                       config={"adapter": {"name": "qtha"}, "seed": 1})
-    write_record(record, runs / "a.json")
-    todo = runner.evaluations("noise_eval", tmp_path / "results", root=tmp_path)
-    assert [c[3] for c in todo] == ["results/runs/noise_eval/a.json"] * len(runner.load("noise_eval")["evaluate"])
+TABLES = [e for e in EXPERIMENTS if e not in PROTOCOLS]
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_every_table_is_one_experiment_with_a_sweep_whose_ends_validate(name, selections):
+    jobs = expand_sweeps([f"experiment={name}", f"results_dir={selections}"], sweeper_params([f"experiment={name}"]))
+    assert len(jobs) >= 2
+    for job in (jobs[0], jobs[-1]):
+        compose_checked(job)
+
+
+@pytest.mark.slow  # ~500 compositions: what `python -m qtha.run -m experiment=<name>` checks before its first job
+@pytest.mark.parametrize("name", TABLES)
+def test_every_job_of_every_table_validates(name, selections):
+    assert check_jobs([f"experiment={name}", f"results_dir={selections}"], multirun=True) >= 2
+
+
+@pytest.mark.parametrize("name", [e for e in EXPERIMENTS if e.endswith("_main") or e in ("design_card",)])
+def test_main_comparisons_read_the_selected_rate(name, selections):
+    (job, *_) = expand_sweeps([f"experiment={name}", f"results_dir={selections}"],
+                              sweeper_params([f"experiment={name}"]))
+    assert compose_checked(job).trainer.lr == 1e-3
+
+
+def test_the_knob_sweeps_take_the_default_configs_rate(selections):
+    job = ["experiment=bond_dim_sweep", "adapter=qtha", "adapter.bond_dim=16", f"results_dir={selections}"]
+    assert compose_checked(job).trainer.lr == 1e-3
+
+
+def test_a_main_comparison_without_its_selection_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"^trainer.lr: no finished selection run of this adapter \(adapter.name=qtha\) "
+                                          r"in .*select_default; allowed: run the selection first"):
+        compose_checked(["experiment=design_card", "adapter=qtha", f"results_dir={tmp_path}"])
+
+
+def test_the_command_line_beats_the_experiment_sweep():
+    jobs = expand_sweeps(["experiment=qtha_ablation", "seed=7"], sweeper_params(["experiment=qtha_ablation"]))
+    assert len(jobs) == 5 and all("seed=7" in job and "seed=1" not in job for job in jobs)

@@ -16,7 +16,7 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf
 
 from qtha.config import DataConfig
-from qtha.errors import ConfigError, positive
+from qtha.errors import ConfigError, one_of, positive
 from qtha.data import ch_r1_math, cmath, cpsycound, gsm8k, jsonl, r1_distill_sft, synthetic_math
 from qtha.data.rows import Example
 from qtha.data.source import FileDataset
@@ -27,7 +27,8 @@ Loader = Callable[[DataConfig], tuple[list[Example], list[Example]]]
 
 
 def _synthetic_math(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
-    train, test = synthetic_math.make_splits(cfg.pool_size, cfg.test_size, cfg.data_seed, cfg.languages)
+    train, test = synthetic_math.make_splits(cfg.pool_size, cfg.test_size, cfg.data_seed, cfg.languages,
+                                             cfg.difficulty)
     as_example = lambda p: {"messages": synthetic_math.to_messages(p), "answer": p.answer, "lang": p.lang}  # noqa: E731
     return [as_example(p) for p in train], [as_example(p) for p in test]
 
@@ -127,6 +128,7 @@ def check_data(cfg: DataConfig, allow_hub: bool, trains: bool = True) -> None:
             synthetic_math.check_languages(list(cfg.languages))
         except ValueError as exc:
             raise ConfigError(f"data.languages={list(cfg.languages)}: {exc}") from exc
+        one_of("data.difficulty", cfg.difficulty, synthetic_math.DIFFICULTIES)
         check_size(cfg.size, cfg.pool_size, cfg.name, cfg.val_size)
         return
     dataset = FILE_DATASETS[cfg.name]

@@ -7,6 +7,10 @@ local ``random.Random`` so a seed fixes the data in every process.
 
 Templates are data: each :class:`_Template` pairs a ``draw`` function (numbers, vocabulary
 and the arithmetic steps, language-free) with the English and Chinese wording.
+
+Two difficulties: ``standard`` (one to three steps, numbers up to a few hundred: the embedded
+model stays near 0 % accuracy, see REPRODUCTION.md) and ``easy`` (one step, small numbers), the
+setting on which a comparison of maths accuracy is possible at CPU scale.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, NamedTuple, Sequence
 
 LANGUAGES: tuple[str, ...] = ("en", "zh")
+DIFFICULTIES: tuple[str, ...] = ("standard", "easy")
 # Domain-separated seed for the test stream, so test problems never replay the train stream.
 _TEST_STREAM = "qtha.synthetic_math/test"
 # A split gives up after this many draws per requested problem (plus slack): enough for
@@ -251,6 +256,27 @@ def _draw_compare_more(rng: random.Random) -> Draw:
         s1, _step(s1.c, "-", a)]
 
 
+def _draw_easy_add(rng: random.Random) -> Draw:
+    return {"who": rng.choice(PEOPLE), "item": rng.choice(ITEMS), "a": rng.randint(2, 19), "b": rng.randint(2, 19)}, []
+
+
+def _draw_easy_sub(rng: random.Random) -> Draw:
+    a = rng.randint(6, 25)
+    return {"who": rng.choice(PEOPLE), "item": rng.choice(ITEMS), "a": a, "b": rng.randint(1, a - 1)}, []
+
+
+def _draw_easy_mul(rng: random.Random) -> Draw:
+    return {"who": rng.choice(PEOPLE), "item": rng.choice(ITEMS), "a": rng.randint(2, 9), "b": rng.randint(2, 9)}, []
+
+
+def _one_step(draw: Callable[[random.Random], Draw], op: str) -> Callable[[random.Random], Draw]:
+    """A one-step draw: the fields ``a`` and ``b``, and the single step ``a op b``."""
+    def drawn(rng: random.Random) -> Draw:
+        fields, _ = draw(rng)
+        return fields, [_step(int(fields["a"]), op, int(fields["b"]))]  # type: ignore[call-overload]
+    return drawn
+
+
 # --------------------------------------------------------------------------- wording
 class _Text(NamedTuple):
     """Wording in one language: alternative question phrasings, one explanation per step."""
@@ -410,6 +436,27 @@ _TEMPLATES: tuple[_Template, ...] = (
         ), ("先求{who2.name}的数量", "再求相差多少")),
     }),
 )
+_EASY_TEMPLATES: tuple[_Template, ...] = (
+    _Template("easy_add", _one_step(_draw_easy_add, "+"), {
+        "en": _Text(("{who.name} has {a} {item.many} and gets {b} more. How many {item.many} does {who.he} have now?",),
+                    ("Add the {item.many} {who.he} got",)),
+        "zh": _Text(("{who.name}有 {a} {item.mw}{item.one}，又得到 {b} {item.mw}。{who.he}现在有多少{item.mw}{item.one}？",),
+                    ("加上得到的{item.one}",)),
+    }),
+    _Template("easy_sub", _one_step(_draw_easy_sub, "-"), {
+        "en": _Text(("{who.name} has {a} {item.many} and gives {b} to a friend. How many {item.many} are left?",),
+                    ("Take away the {item.many} given away",)),
+        "zh": _Text(("{who.name}有 {a} {item.mw}{item.one}，送给朋友 {b} {item.mw}。还剩多少{item.mw}{item.one}？",),
+                    ("减去送出的{item.one}",)),
+    }),
+    _Template("easy_mul", _one_step(_draw_easy_mul, "×"), {
+        "en": _Text(("{who.name} has {a} bags with {b} {item.many} in each bag. How many {item.many} are there?",),
+                    ("Multiply the bags by the {item.many} in each",)),
+        "zh": _Text(("{who.name}有 {a} 袋{item.one}，每袋 {b} {item.mw}。一共有多少{item.mw}{item.one}？",),
+                    ("袋数乘以每袋的数量",)),
+    }),
+)
+TEMPLATES: Mapping[str, tuple[_Template, ...]] = {"standard": _TEMPLATES, "easy": _EASY_TEMPLATES}
 TEMPLATE_IDS: tuple[str, ...] = tuple(t.id for t in _TEMPLATES)
 
 # How each language punctuates a step line and states the final answer.
@@ -431,10 +478,11 @@ def _render(template: _Template, rng: random.Random, lang: str) -> Problem:
     return Problem(question, "\n".join(lines), answer, lang, template.id)
 
 
-def _stream(rng: random.Random, languages: Sequence[str]) -> Iterator[Problem]:
+def _stream(rng: random.Random, languages: Sequence[str], difficulty: str = "standard") -> Iterator[Problem]:
     """Endless problems; languages alternate so any prefix is evenly mixed."""
+    templates = TEMPLATES[difficulty]
     for lang in itertools.cycle(languages):
-        yield _render(rng.choice(_TEMPLATES), rng, lang)
+        yield _render(rng.choice(templates), rng, lang)
 
 
 def check_languages(languages: Sequence[str]) -> tuple[str, ...]:
@@ -468,8 +516,8 @@ def _unique(stream: Iterator[Problem], size: int, taken: set[str], split: str) -
     raise ValueError(f"could only generate {len(out)} unique {split} problems of {size} requested")
 
 
-def make_splits(pool_size: int, test_size: int, seed: int,
-                languages: Sequence[str] = LANGUAGES) -> tuple[list[Problem], list[Problem]]:
+def make_splits(pool_size: int, test_size: int, seed: int, languages: Sequence[str] = LANGUAGES,
+                difficulty: str = "standard") -> tuple[list[Problem], list[Problem]]:
     """A train pool and a test split, each deduped and disjoint by question text.
 
     The test split comes from its own seed stream, so it is fixed by ``seed`` alone and does not
@@ -479,10 +527,14 @@ def make_splits(pool_size: int, test_size: int, seed: int,
         if size <= 0:
             raise ValueError(f"{name} must be a positive integer, got {size}")
     langs = check_languages(languages)
+    if difficulty not in TEMPLATES:
+        raise ValueError(f"unknown difficulty {difficulty!r}; allowed: {', '.join(TEMPLATES)}")
     taken: set[str] = set()
-    train = _unique(_stream(random.Random(seed), langs), pool_size, taken, "train")
-    test_rng = random.Random(f"{_TEST_STREAM}/{seed}")
-    return train, _unique(_stream(test_rng, langs), test_size, taken, "test")
+    stream = f"{seed}" if difficulty == "standard" else f"{difficulty}/{seed}"
+    train = _unique(_stream(random.Random(seed if difficulty == "standard" else stream), langs, difficulty),
+                    pool_size, taken, "train")
+    test_rng = random.Random(f"{_TEST_STREAM}/{stream}")
+    return train, _unique(_stream(test_rng, langs, difficulty), test_size, taken, "test")
 
 
 def to_messages(p: Problem) -> list[dict[str, str]]:

@@ -1,7 +1,9 @@
 """``python -m qtha.report [experiment …] [--results results] [--out results]``.
 
-Reads the run records (all experiments, or the named ones) and writes ``tables/``,
-``figures/``, ``tables/params_7b.*`` and ``REPRODUCTION.md`` under ``--out``. Exit status 0
+Reads the run records (all experiments, or the named ones) and writes ``tables/`` (one per
+experiment, a selection table per learning-rate selection), ``figures/`` (the Pareto view from the
+``pareto_*`` experiments included), ``tables/params_7b.*`` and ``REPRODUCTION.md`` (the
+pre-declared claims of ``qtha/report/claims.yaml``) under ``--out``. Exit status 0
 when everything was written; 2, with one line on stderr, when the records cannot be read
 (none found, an unknown experiment, an unknown record schema).
 """
@@ -37,12 +39,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     for experiment in sorted(df.experiment.unique()):
         rows = summary[summary.experiment == experiment]
         written += tables.write_experiment(rows, experiment, args.out)
+        written += tables.write_selection(args.results, experiment, args.out)
         written += figures.write_figures(rows, history[history.experiment == experiment], experiment, args.out)
+    written += figures.write_pareto(summary, args.out)
     counted = counts.count_rows()
     written += counts.write_counts(counted, args.out)
     command = shlex.join(["python", "-m", "qtha.report", *argv])
     report = args.out / "REPRODUCTION.md"
-    atomic_write_text(report, claims.render(df, summary, counted, command, git_sha()))
+    atomic_write_text(report, claims.render(loaded, counted, command, git_sha()))
     written.append(report)
     print(f"qtha: report from {len(loaded)} records: {len(written)} files under {args.out}")
     print("\n".join(f"  {p}" for p in written))

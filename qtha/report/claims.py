@@ -1,216 +1,232 @@
-"""REPRODUCTION.md: the paper's four headline claims, each judged from the records present.
+"""REPRODUCTION.md: each claim judged from its pre-declared primary comparison (``claims.yaml``, SPEC §5).
 
-Verdicts are computed, never typed by hand: ``reproduced`` (the effect reaches the paper's
-size somewhere), ``not reproduced`` (measured on the paper's 7B models and smaller),
-``not at this scale`` (measured only on smaller models or shorter runs, and smaller),
-``not measurable here`` (no comparable QTHA/LoRA records, or the metric sits at its floor).
-Each verdict is followed by its evidence: experiment, setting, model, seeds and spread, and
-(with ≥ 2 seeds a side) the difference in standard errors, so an effect inside the seed
-noise is called that.
+A comparison pairs the records of its two sides by seed (same data order for both methods), takes
+the per-seed differences of its metric (signed so that a positive difference favours QTHA), and
+reports their mean with a 95 % t-interval, the effect relative to the comparator's mean (or in
+points) with its interval, and a two-sided paired t-test p-value. The verdict comes from the
+primary comparison alone; secondary comparisons are listed with Holm-corrected p-values and never
+promoted. Fewer than three pairs is never a verdict. The relative interval divides the difference's
+interval by the comparator's mean (its own seed spread is not propagated): an approximation the
+table says it makes.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from pathlib import Path
+from statistics import fmean, stdev
+from typing import Any, Optional, Sequence
 
 import pandas as pd
+import yaml
+from scipy import stats
 
-from qtha.report.columns import ONE_SETTING, PARAMS, TEXT, Column, column
-from qtha.report.counts import PAPER_MODELS
-from qtha.report.tables import cell, markdown
+from qtha.identity import flatten, semantic
+from qtha.report.columns import column
+from qtha.report.tables import markdown
+from qtha.results import RunRecord
 
-TRAIN_LOSS = column("train_loss")
-STRICT = column("strict_accuracy")
-FLOOR = 5.0  # strict accuracy (%) under which both adapters count as "cannot do the task"
-EVIDENCE_HEADER = ["experiment", "setting", "model", "data", "steps", "QTHA", "LoRA", "effect"]
+CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
+MIN_PAIRS = 3
+Records = Sequence[tuple[Path, RunRecord]]
 
 
 @dataclass(frozen=True)
-class Effect:
-    """One measured QTHA-vs-LoRA difference, with the evidence row that backs it."""
+class Estimate:
+    """One paired comparison's numbers."""
 
-    value: float  # signed so that larger favours QTHA
-    text: str  # e.g. "19.1% lower train loss"
-    model: str
-    where: str
-    row: list[str]
-    noise: str = ""  # " (0.8 s.e., within seed noise)" / " (single seed)": the difference against the seed spread
+    name: str
+    metric: str
+    n: int
+    seeds: tuple[int, ...]
+    method_mean: float = math.nan
+    comparator_mean: float = math.nan
+    effect: float = math.nan  # in the claim's unit, positive = QTHA better
+    low: float = math.nan
+    high: float = math.nan
+    p: float = math.nan
+    lr: str = ""  # the learning rates the two sides trained at (a shared rate is visible here)
 
 
 @dataclass(frozen=True)
 class Verdict:
-    claim: str
-    paper: str
-    criterion: str
+    claim: dict[str, Any]
     verdict: str
     reason: str
-    evidence: list[list[str]]
+    primary: Estimate
+    secondary: list[tuple[Estimate, float]]  # (estimate, Holm-adjusted p)
 
 
-def pairs(summary: pd.DataFrame, metric: Column, data: Optional[str] = None) -> list[tuple[pd.Series, pd.Series]]:
-    """(QTHA, LoRA) summary rows of each experiment × setting where both finished, report ``metric``
-    and ran the same number of steps."""
-    rows = summary[(summary.status == "ok") & (summary.eval_tag == "") & summary[f"{metric.key}_mean"].notna()]
-    if data is not None:
-        rows = rows[rows.data == data]
-    found = []
-    for _, group in rows.groupby(["experiment", "setting"], sort=True):
-        qtha, lora = group[group.adapter == "qtha"], group[group.adapter == "lora"]
-        if len(qtha) and len(lora) and qtha.iloc[0]["max_steps"] == lora.iloc[0]["max_steps"]:
-            found.append((qtha.iloc[0], lora.iloc[0]))
-    return found
+def load_claims(path: Path = CLAIMS_FILE) -> list[dict[str, Any]]:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))["claims"]
 
 
-def _spread(row: pd.Series, metric: Column) -> str:
-    return f"{cell(row, metric)} (n={row['n']}; seeds {row['seeds']})"
+# --------------------------------------------------------------------------- paired comparisons
+def _side(records: Records, side: dict[str, Any], metric: str) -> dict[int, tuple[float, float]]:
+    """seed → (metric, lr) of the finished records of ``side``'s experiment that match its ``where`` values."""
+    out: dict[int, tuple[float, float]] = {}
+    for _, rec in records:
+        if rec.experiment != side["experiment"] or rec.status != "ok":
+            continue
+        flat = flatten(semantic(rec.config))
+        if all(flat.get(k) == v for k, v in (side.get("where") or {}).items()):
+            value = rec.metrics.get(metric)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                out[int(rec.config["seed"])] = (float(value), float(rec.config["trainer"]["lr"]))
+    return out
 
 
-def _noise(qtha: pd.Series, lora: pd.Series, metric: Column) -> str:
-    """The QTHA − LoRA difference in standard errors of the seed spread (≥ 2 seeds on each side; else
-    "single seed"): under 2 s.e. it cannot be told apart from reseeding."""
-    if min(qtha["n"], lora["n"]) < 2:
-        return " (single seed)"
-    std_q, std_l = qtha[f"{metric.key}_std"], lora[f"{metric.key}_std"]
-    se = math.sqrt(std_q ** 2 / qtha["n"] + std_l ** 2 / lora["n"])
-    if not se > 0:
-        return ""
-    ratio = abs(qtha[f"{metric.key}_mean"] - lora[f"{metric.key}_mean"]) / se
-    return f" ({ratio:.1f} s.e.{', within seed noise' if ratio < 2 else ''})"
+def paired(records: Records, comparison: dict[str, Any], metric: str, unit: str) -> Estimate:
+    """The comparison's estimate over the seeds both sides finished."""
+    metric = comparison.get("metric", metric)
+    better_high = column(metric).higher_is_better
+    method, comparator = (_side(records, comparison[k], metric) for k in ("method", "comparator"))
+    seeds = tuple(sorted(method.keys() & comparator.keys()))
+    lrs = sorted({f"{method[s][1]:g}" for s in seeds}), sorted({f"{comparator[s][1]:g}" for s in seeds})
+    base = Estimate(comparison["name"], metric, len(seeds), seeds,
+                    lr=f"{'/'.join(lrs[0])} vs {'/'.join(lrs[1])}" if seeds else "")
+    if not seeds:
+        return base
+    m, c = [method[s][0] for s in seeds], [comparator[s][0] for s in seeds]
+    diffs = [(a - b) if better_high else (b - a) for a, b in zip(m, c)]
+    scale = 100 / fmean(c) if unit == "%" else 1.0
+    mean = fmean(diffs)
+    if len(diffs) < 2:
+        return Estimate(base.name, metric, 1, seeds, fmean(m), fmean(c), mean * scale, lr=base.lr)
+    half = stats.t.ppf(0.975, len(diffs) - 1) * stdev(diffs) / math.sqrt(len(diffs))
+    p = float(stats.ttest_1samp(diffs, 0.0).pvalue) if stdev(diffs) > 0 else (0.0 if mean else 1.0)
+    return Estimate(base.name, metric, len(diffs), seeds, fmean(m), fmean(c), mean * scale, (mean - half) * scale,
+                    (mean + half) * scale, p, base.lr)
 
 
-def _effect(qtha: pd.Series, lora: pd.Series, metric: Column, value: float, text: str) -> Effect:
-    setting = qtha["setting"] or ONE_SETTING
-    noise = _noise(qtha, lora, metric)
-    row = [qtha["experiment"], setting, str(qtha["model"]), str(qtha["data"]), str(qtha["max_steps"]),
-           _spread(qtha, metric), _spread(lora, metric), text + noise]
-    return Effect(value, text, str(qtha["model"]), f"{qtha['experiment']} {setting} on {qtha['model']}", row, noise)
+def holm(ps: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of ``ps`` (NaN stays NaN), in the input order."""
+    order = sorted((p, i) for i, p in enumerate(ps) if not math.isnan(p))
+    adjusted = [math.nan] * len(ps)
+    running = 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p))
+        adjusted[i] = running
+    return adjusted
 
 
-def _pct(value: float, better: str, worse: str) -> str:
-    """``19.1% lower`` / ``96.7% more``: a signed relative difference read in words."""
-    return f"{abs(value):.1f}% {better if value >= 0 else worse}"
+def decide(est: Estimate, effect: float, unit: str) -> tuple[str, str]:
+    """SPEC §5's rule on the primary estimate."""
+    claimed = f"{effect:g}{'%' if unit == '%' else ' points'}"
+    if est.n < MIN_PAIRS:
+        return "not established", (f"{est.n} paired seed{'s' * (est.n != 1)} of the primary comparison (at least "
+                                   f"{MIN_PAIRS} are needed)")
+    shown = f"{est.effect:+.2f}{'%' if unit == '%' else ' points'} (95% CI {est.low:+.2f} to {est.high:+.2f}, n={est.n})"
+    if est.low > 0 and est.effect >= effect:
+        return "reproduced", f"{shown}: the CI excludes 0 and the effect reaches the claimed {claimed}"
+    if est.high < effect:
+        return "contradicted", f"{shown}: the whole CI lies below the claimed {claimed}"
+    return "not established", f"{shown}: the CI does not settle the claimed {claimed}"
 
 
-def _relative(qtha: pd.Series, lora: pd.Series, metric: Column) -> float:
-    """QTHA's gain over LoRA in % of LoRA (positive = QTHA better, whichever direction is better)."""
-    q, lo = qtha[f"{metric.key}_mean"], lora[f"{metric.key}_mean"]
-    return 100 * (q - lo if metric.higher_is_better else lo - q) / lo
+def judge(claim: dict[str, Any], records: Records) -> Verdict:
+    unit = claim.get("unit", "%")
+    primary = paired(records, claim["primary"], claim["metric"], unit)
+    verdict, reason = decide(primary, float(claim["effect"]), unit)
+    secondary = [paired(records, c, claim["metric"], unit) for c in claim.get("secondary") or []]
+    return Verdict(claim, verdict, reason, primary, list(zip(secondary, holm([e.p for e in secondary]))))
 
 
-def _judge(effects: list[Effect], threshold: float, unit: str) -> tuple[str, str]:
-    """Verdict and reason from the largest effect, split by whether it was measured at the paper's scale."""
-    best = max(effects, key=lambda e: e.value)
-    if best.value >= threshold:
-        scale = "" if best.model in PAPER_MODELS else f"; measured on {best.model}, not the paper's 7B models"
-        return "reproduced", f"largest effect {best.text}{best.noise} ({best.where}) reaches {threshold:g}{unit}{scale}"
-    at_scale = [e for e in effects if e.model in PAPER_MODELS]
-    if at_scale:
-        top = max(at_scale, key=lambda e: e.value)
-        return "not reproduced", (f"at the paper's scale the largest effect is {top.text}{top.noise} ({top.where}), "
-                                  f"below {threshold:g}{unit}")
-    models = ", ".join(sorted({e.model for e in effects}))
-    return "not at this scale", (f"largest effect {best.text}{best.noise} ({best.where}) is below "
-                                 f"{threshold:g}{unit}; measured only on {models}, not the paper's 7B models")
+# --------------------------------------------------------------------------- the count claim
+def judge_counts(claim: dict[str, Any], counts: Optional[pd.DataFrame]) -> Verdict:
+    """Exact counts decide a parameter claim: no seeds, so no interval."""
+    def estimate(c: dict[str, Any]) -> Estimate:
+        rows = counts[(counts.model == c["model"]) & (counts.config == c["method"])] if counts is not None else []
+        if len(rows) == 0:
+            return Estimate(c["name"], "trainable_params", 0, ())
+        row = rows.iloc[0]
+        fewer = float(row[f"fewer_than_lora_{c['comparator']}_pct"])
+        return Estimate(c["name"], "trainable_params", 1, (), float(row.total_trainable),
+                        float(row[f"lora_{c['comparator']}"]), fewer, fewer, fewer)
+
+    primary = estimate(claim["primary"])
+    need = float(claim["effect"]) - float(claim.get("tolerance", 0))
+    if primary.n == 0:
+        verdict, reason = "not established", "no parameter counts for the primary model"
+    elif primary.effect >= need:
+        verdict, reason = "reproduced", f"exactly {primary.effect:.1f}% fewer (claimed {claim['effect']}%)"
+    else:
+        verdict, reason = "contradicted", (f"exactly {primary.effect:.1f}% fewer, not the claimed {claim['effect']}% "
+                                           "(exact counts: no seed noise to hide in)")
+    return Verdict(claim, verdict, reason, primary,
+                   [(estimate(c), math.nan) for c in claim.get("secondary") or []])
 
 
-def _verdict(claim: tuple[str, str, str], effects: list[Effect], threshold: float, unit: str, none_reason: str,
-             judged: Optional[list[Effect]] = None) -> Verdict:
-    """``judged`` (default: all effects) decides; every effect is shown as evidence."""
-    judged = effects if judged is None else judged
-    verdict, reason = _judge(judged, threshold, unit) if judged else ("not measurable here", none_reason)
-    return Verdict(*claim, verdict, reason, [e.row for e in effects])
+def verdicts(records: Records, counts: Optional[pd.DataFrame], claims: Optional[list[dict[str, Any]]] = None
+             ) -> list[Verdict]:
+    return [judge_counts(c, counts) if c.get("kind") == "count" else judge(c, records)
+            for c in (claims if claims is not None else load_claims())]
 
 
-def claim_params(summary: pd.DataFrame, counts: Optional[pd.DataFrame]) -> Verdict:
-    claim = ("1. Parameters",
-             "QTHA uses 76% fewer trainable parameters than LoRA (Qwen2-7B / DeepSeek-R1-Distill-Qwen-7B, r=4).",
-             "reduction 1 − QTHA/LoRA ≥ 74% (76% less 2 points of rounding); exact counts on the 7B models decide "
-             "when present")
-    effects = []
-    for model, group in (counts.groupby("model", sort=False) if counts is not None else []):
-        by = group.set_index("config").total_trainable
-        if {"qtha", "lora"} <= set(by.index):
-            value = 100 * (1 - by["qtha"] / by["lora"])
-            text = _pct(value, "fewer", "more")
-            effects.append(Effect(value, text, str(model), f"qtha.params.count on {model}",
-                                  ["qtha.params.count", "(defaults)", str(model), "—", "—", f"{by['qtha']:,}",
-                                   f"{by['lora']:,}", text]))
-    effects += [_effect(q, lo, PARAMS, v, _pct(v, "fewer", "more")) for q, lo in pairs(summary, PARAMS)
-                for v in [_relative(q, lo, PARAMS)]]
-    return _verdict(claim, effects, 74.0, "%", "no parameter counts and no finished QTHA/LoRA pair")
+# --------------------------------------------------------------------------- REPRODUCTION.md
+def _num(value: float, digits: int = 4) -> str:
+    return "—" if math.isnan(value) else f"{value:,.{digits}f}"
 
 
-def claim_train_loss(summary: pd.DataFrame) -> Verdict:
-    claim = ("2. Training loss", "Up to 15–17% lower training loss than LoRA at equal steps.",
-             "QTHA's train loss (mean of the last 10% of steps, mean over seeds) ≥ 15% below LoRA's in some "
-             "experiment × setting with equal max_steps")
-    effects = [_effect(q, lo, TRAIN_LOSS, v, _pct(v, "lower", "higher") + " train loss")
-               for q, lo in pairs(summary, TRAIN_LOSS)
-               for v in [_relative(q, lo, TRAIN_LOSS)]]
-    return _verdict(claim, effects, 15.0, "%", "no experiment has finished QTHA and LoRA runs of the same setting")
+def _row(est: Estimate, unit: str, adjusted: float) -> list[str]:
+    """One table row; ``adjusted``: the Holm p-value (NaN for the primary comparison, which has none)."""
+    u = "%" if unit == "%" else " pts"
+    return [est.name, est.metric, str(est.n), ",".join(map(str, est.seeds)) or "—", est.lr or "—",
+            _num(est.method_mean), _num(est.comparator_mean),
+            "—" if math.isnan(est.effect) else f"{est.effect:+.2f}{u}",
+            "—" if math.isnan(est.low) else f"{est.low:+.2f} … {est.high:+.2f}{u}",
+            "—" if math.isnan(est.p) else f"{est.p:.3g}", "—" if math.isnan(adjusted) else f"{adjusted:.3g}"]
 
 
-def claim_dialogue(summary: pd.DataFrame) -> Verdict:
-    claim = ("3. Dialogue metrics",
-             "Up to +8.4% (BLEU/ROUGE-type metrics) / +17% over LoRA on the CPsyCounD test set.",
-             "QTHA's BLEU-4 or a ROUGE F ≥ 8.4% (relative) above LoRA's on data=cpsycound")
-    effects = [_effect(q, lo, col, v, f"{col.label} {v:+.1f}%") for col in TEXT
-               for q, lo in pairs(summary, col, data="cpsycound") if lo[f"{col.key}_mean"] > 0
-               for v in [_relative(q, lo, col)]]
-    return _verdict(claim, effects, 8.4, "%",
-                    "no finished QTHA and LoRA runs on data=cpsycound with generation metrics (BLEU-4 / ROUGE)")
+HEADER = ["comparison", "metric", "n", "seeds", "lr (QTHA vs comparator)", "QTHA", "comparator", "effect",
+          "95% CI", "p", "Holm p"]
+COUNT_HEADER = ["comparison", "QTHA params", "LoRA params", "fewer"]
 
 
-def claim_maths(summary: pd.DataFrame) -> Verdict:
-    claim = ("4. Maths accuracy", "Strict accuracy on maths rises from 68% (LoRA) to 82% (QTHA).",
-             f"QTHA's strict accuracy ≥ 14 points above LoRA's; a pair where both are under {FLOOR:g}% is at the "
-             "floor and decides nothing")
-    key = f"{STRICT.key}_mean"
-    found = pairs(summary, STRICT)
-    effects = [_effect(q, lo, STRICT, q[key] - lo[key], f"{q[key] - lo[key]:+.2f} points") for q, lo in found]
-    measured = [e for e, (q, lo) in zip(effects, found) if max(q[key], lo[key]) >= FLOOR]
-    if effects and not measured:
-        q, lo = max(found, key=lambda p: max(p[0][key], p[1][key]))
-        reason = (f"strict accuracy is at the floor (< {FLOOR:g}%) in every QTHA/LoRA pair (highest: QTHA "
-                  f"{q[key]:.2f}%, LoRA {lo[key]:.2f}% in {q['experiment']} {q['setting'] or ONE_SETTING} on "
-                  f"{q['model']}): the model solves almost none of the test problems, so a difference between "
-                  "adapters is noise, not evidence")
-        return Verdict(*claim, "not measurable here", reason, [e.row for e in effects])
-    return _verdict(claim, effects, 14.0, " points",
-                    "no finished QTHA and LoRA runs with strict_accuracy (maths generation eval)", judged=measured)
+def _evidence(v: Verdict) -> str:
+    unit = v.claim.get("unit", "%")
+    if v.claim.get("kind") == "count":
+        rows = [[e.name, _num(e.method_mean, 0), _num(e.comparator_mean, 0),
+                 "—" if math.isnan(e.effect) else f"{e.effect:.1f}%"] for e in [v.primary, *(s for s, _ in v.secondary)]]
+        return markdown(COUNT_HEADER, rows)
+    rows = [_row(v.primary, unit, math.nan)] + [_row(e, unit, p) for e, p in v.secondary]
+    rows[0][0] = f"**primary:** {rows[0][0]}"
+    return markdown(HEADER, rows)
 
 
-CLAIMS: tuple[Callable[[pd.DataFrame], Verdict], ...] = (claim_train_loss, claim_dialogue, claim_maths)
-
-
-def _header(df: pd.DataFrame, command: str, sha: Optional[str]) -> str:
-    runs = df[df.eval_tag == ""]
-    status = runs.status.value_counts()
-    shas = runs.git_sha.fillna("unknown").map(lambda s: s[:10]).value_counts()
-    experiments = sorted(runs.experiment.unique())
+def _header(records: Records, command: str, sha: Optional[str]) -> str:
+    status = pd.Series([r.status for _, r in records]).value_counts() if records else pd.Series(dtype=int)
+    experiments = sorted({r.experiment for _, r in records})
+    shas = pd.Series([(r.git_sha or "unknown")[:10] for _, r in records]).value_counts() if records else pd.Series()
     return (f"# Reproduction of the QTHA paper's claims (arXiv 2503.12790)\n\n"
-            f"> Generated file, do not edit: `{command}` from {len(runs)} records ({status.get('ok', 0)} ok, "
-            f"{status.get('failed', 0)} failed, {status.get('running', 0)} incomplete; re-evaluations: "
-            f"{len(df) - len(runs)}) in {len(experiments)} experiment{'s' * (len(experiments) != 1)} "
-            f"({', '.join(experiments)}); code at git {sha or 'unknown'}; records written at git "
-            f"{', '.join(f'{s} (×{n})' for s, n in shas.items())}.\n\n")
+            f"> Generated file, do not edit: `{command}` from {len(records)} records ({status.get('ok', 0)} ok, "
+            f"{status.get('failed', 0)} failed, {status.get('running', 0)} incomplete) in {len(experiments)} "
+            f"experiment{'s' * (len(experiments) != 1)} ({', '.join(experiments)}); code at git {sha or 'unknown'}; "
+            f"records written at git {', '.join(f'{s} (×{n})' for s, n in shas.items())}.\n\n"
+            "Each claim is judged by the comparison declared for it in `qtha/report/claims.yaml` before the runs "
+            "(SPEC §5): records paired by seed, the mean difference with a 95% t-interval, the effect relative to "
+            "the comparator's mean (or in points). **reproduced** — the CI excludes 0 and the effect reaches the "
+            "claim; **contradicted** — the whole CI lies below the claim; otherwise **not established** (always "
+            f"with fewer than {MIN_PAIRS} paired seeds). Secondary comparisons carry Holm-corrected p-values and "
+            "never change a verdict. The relative CI divides the difference's CI by the comparator's mean. The "
+            "lr column shows the learning rates each side trained at: equal rates for different methods mean "
+            "the records predate the per-method selection.\n\n")
 
 
-def render(df: pd.DataFrame, summary: pd.DataFrame, counts: Optional[pd.DataFrame], command: str,
-           sha: Optional[str]) -> str:
-    """The whole REPRODUCTION.md: header, verdict overview, one section of evidence per claim, links."""
-    verdicts = [claim_params(summary, counts), *(judge(summary) for judge in CLAIMS)]
-    parts = [_header(df, command, sha), "## Verdicts\n\n",
-             markdown(["claim", "verdict", "why"], [[v.claim, v.verdict, v.reason] for v in verdicts])]
-    for v in verdicts:
-        parts.append(f"\n## {v.claim}\n\n**Paper:** {v.paper}\n\n**Criterion:** {v.criterion}.\n\n"
-                     f"**Verdict: {v.verdict}** — {v.reason}.\n")
-        if v.evidence:
-            parts.append("\n" + markdown(EVIDENCE_HEADER, v.evidence))
-    experiments = sorted(df.experiment.unique())
-    parts.append("\n## Tables and figures\n\n" + "".join(f"- `{e}`: [tables/{e}.md](tables/{e}.md), "
-                                                         f"`figures/{e}_*.png`\n" for e in experiments))
+def render(records: Records, counts: Optional[pd.DataFrame], command: str, sha: Optional[str],
+           claims: Optional[list[dict[str, Any]]] = None) -> str:
+    found = verdicts(records, counts, claims)
+    parts = [_header(records, command, sha), "## Verdicts\n\n",
+             markdown(["claim", "verdict", "why"], [[f"{v.claim['id']}. {v.claim['title']}", v.verdict, v.reason]
+                                                    for v in found])]
+    for v in found:
+        c = v.claim
+        parts.append(f"\n## {c['id']}. {c['title']}\n\n**Paper:** {c['paper']}\n\n**Primary comparison "
+                     f"(pre-declared):** {c['primary']['name']}.\n\n**Verdict: {v.verdict}** — {v.reason}.\n\n")
+        parts.append(_evidence(v))
+    experiments = sorted({r.experiment for _, r in records})
+    parts.append("\n## Tables and figures\n\n" + "".join(f"- `{e}`: [tables/{e}.md](tables/{e}.md)\n"
+                                                         for e in experiments))
     if counts is not None:
-        parts.append("- parameters at 7B: [tables/params_7b.md](tables/params_7b.md)\n")
+        parts.append("- parameters at 7B, against LoRA r = 4 and r = 8: [tables/params_7b.md](tables/params_7b.md)\n")
     return "".join(parts)

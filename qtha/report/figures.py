@@ -7,6 +7,7 @@ their own beside the loss as trained, and failures live in the tables.
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 from matplotlib.figure import Figure
+from scipy import stats
 
 from qtha.report.columns import ADAPTER_ORDER, GENERATION, KNOBS, PARAMS, Column, column
 
@@ -135,6 +137,38 @@ def reevaluations(summary: pd.DataFrame, experiment: str) -> Figure | None:
     ax.set(ylabel=f"{EVAL_LOSS.label} (mean ± std over seeds)")
     ax.legend(fontsize=7)
     return fig
+
+
+def ci95(std: float, n: int) -> float:
+    """Half-width of the 95 % t-interval of a mean over ``n`` seeds (0 for a single seed)."""
+    if n < 2 or pd.isna(std):
+        return 0.0
+    return float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n))
+
+
+def pareto(summary: pd.DataFrame, metric: Column = EVAL_LOSS) -> Figure | None:
+    """Validation loss vs trainable parameters (log x), one line per method over its size knob, mean ± 95 % CI
+    over seeds: the trade-off instead of one point per method (SPEC §5)."""
+    rows = _finished(summary)
+    rows = rows[rows[f"{PARAMS.key}_mean"] > 0].dropna(subset=[f"{metric.key}_mean"])
+    if rows.adapter.nunique() < 2:
+        return None
+    fig, (ax,) = _panels(1, f"{metric.label} vs trainable parameters (mean ± 95% CI over seeds)")
+    for adapter, group in rows.groupby("adapter", sort=True):
+        group = group.sort_values(f"{PARAMS.key}_mean")
+        ax.errorbar(group[f"{PARAMS.key}_mean"], group[f"{metric.key}_mean"],
+                    yerr=[ci95(s, n) for s, n in zip(group[f"{metric.key}_std"], group.n)], marker="o", capsize=3,
+                    label=adapter, color=_color(adapter))
+    ax.set_xscale("log")
+    ax.set(xlabel=PARAMS.label, ylabel=metric.label)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def write_pareto(summary: pd.DataFrame, out: Path) -> list[Path]:
+    """``<out>/figures/pareto_loss_vs_params.{png,pdf}`` from the ``pareto_*`` experiments, when they hold two methods."""
+    fig = pareto(summary[summary.experiment.str.startswith("pareto_")])
+    return save(fig, out / "figures" / "pareto_loss_vs_params") if fig is not None else []
 
 
 def build(summary: pd.DataFrame, history: pd.DataFrame, experiment: str) -> dict[str, Figure]:

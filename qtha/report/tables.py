@@ -17,6 +17,7 @@ import pandas as pd
 from qtha.report.columns import (ADAPTER_ORDER, GENERATION, KNOBS, LOSSES, ONE_SETTING, PARAMS, PPL_NOTE, RATIO,
                                  STEP_TIME, Column)
 from qtha.report.records import METRIC_KEYS
+from qtha import selection
 from qtha.results import atomic_write_text
 
 GROUP = ["experiment", "label", "setting", "status"]
@@ -157,6 +158,24 @@ def latex(header: Sequence[str], cells: Sequence[Sequence[str]], bold: Sequence[
     lines += [" & ".join(text(v, b) for v, b in zip(row, flags)) + r" \\" for row, flags in zip(cells, bold)]
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
+
+
+def write_selection(results: Path, experiment: str, out: Path) -> list[Path]:
+    """``<out>/tables/<experiment>_selection.{md,csv}`` when the experiment is a learning-rate selection (its
+    records carry ``heldout_loss``): per method, the mean over seeds at every rate, the selected one in bold."""
+    found = selection.methods(results, experiment)
+    if not found:
+        return []
+    header, rows = selection.table(found)
+    md = (f"# {experiment}: learning-rate selection\n\n{markdown(header, rows)}\nMean heldout_loss (the loss on the "
+          "selection split carved from the training pool, never the test split) over the finished seeds; bold: the "
+          "selected rate (lowest mean; ties: the smaller rate); failed: no seed finished (e.g. diverged).\n")
+    csv = pd.DataFrame([{"method": selection.describe(m.adapter), "lr": lr, "heldout_loss": loss, "seeds": m.seeds[lr],
+                         "selected": lr == m.selected} for m in found for lr, loss in m.losses.items()]).to_csv(index=False)
+    paths = [out / "tables" / f"{experiment}_selection.md", out / "tables" / f"{experiment}_selection.csv"]
+    atomic_write_text(paths[0], md)
+    atomic_write_text(paths[1], csv)
+    return paths
 
 
 def write_experiment(summary: pd.DataFrame, experiment: str, out: Path) -> list[Path]:

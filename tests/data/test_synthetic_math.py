@@ -170,7 +170,7 @@ def test_bad_split_sizes_raise(pool_size, test_size, bad):
 
 def test_not_enough_unique_problems_raises(monkeypatch):
     one = generate(1, seed=0)[0]
-    monkeypatch.setattr(sm, "_stream", lambda rng, languages: itertools.repeat(one))
+    monkeypatch.setattr(sm, "_stream", lambda rng, languages, difficulty="standard": itertools.repeat(one))
     with pytest.raises(ValueError, match="unique"):
         make_splits(5, 1, seed=0)
 
@@ -203,3 +203,18 @@ def test_to_messages_shape(problems):
 def test_problem_is_frozen(problems):
     with pytest.raises(AttributeError):
         problems[0].answer = "0"  # type: ignore[misc]
+
+
+def test_the_easy_difficulty_is_one_small_step_and_its_own_stream():
+    train, test = make_splits(300, 20, seed=0, difficulty="easy")
+    standard, _ = make_splits(300, 20, seed=0)
+    assert not {p.question for p in train} & {p.question for p in standard}
+    assert not {p.question for p in train} & {p.question for p in test}
+    for p in train + test:
+        steps = [line for line in p.solution.splitlines() if "=" in line]
+        assert len(steps) == 1 and p.template.startswith("easy_") and int(p.answer) <= 81
+        a, op, b = re.search(r"(\d+) ([-+×]) (\d+) = ", steps[0]).groups()
+        assert int(p.answer) == {"+": int(a) + int(b), "-": int(a) - int(b), "×": int(a) * int(b)}[op]
+    assert {p.template for p in train} == {"easy_add", "easy_sub", "easy_mul"} and {p.lang for p in train} == {"en", "zh"}
+    with pytest.raises(ValueError, match="unknown difficulty 'hard'; allowed: standard, easy"):
+        make_splits(10, 2, seed=0, difficulty="hard")

@@ -1,64 +1,79 @@
-"""REPRODUCTION.md verdicts on the synthetic records, and how the scale decides between them."""
+"""REPRODUCTION.md verdicts: pre-declared primary comparisons, pairs by seed, 95 % CIs, Holm, n < 3 never decides."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-import pandas as pd
-from synthetic_records import COUNTS, results_dir_fixture  # noqa: F401 (the results_dir fixture)  # noqa: F401 (pytest fixture)
+import pytest
+from synthetic_records import COUNTS, _write, metrics
 
-from qtha.report import claims, records, tables
+from qtha.report import claims, records
 
-
-def _verdicts(df: pd.DataFrame, count_rows: pd.DataFrame | None = None) -> dict[str, claims.Verdict]:
-    summary = tables.summarise(df)
-    found = [claims.claim_params(summary, count_rows), *(judge(summary) for judge in claims.CLAIMS)]
-    return {v.claim.split(".")[0]: v for v in found}
-
-
-def test_fixture_verdicts(results_dir: Path):
-    v = _verdicts(records.frame(records.load(results_dir)), COUNTS)
-    assert v["1"].verdict == "not reproduced" and "54.6% fewer" in v["1"].reason  # exact 7B counts decide
-    assert v["2"].verdict == "reproduced" and "19.1% lower train loss" in v["2"].reason  # (1.10 - 0.89) / 1.10
-    assert v["3"].verdict == "not measurable here" and "cpsycound" in v["3"].reason
-    assert v["4"].verdict == "not measurable here" and "floor" in v["4"].reason
-    assert ["design_card", "data.size=300", "smollm2_135m", "synthetic_math", "60", "0.8900 ± 0.0141 (n=2; seeds 1,2)",
-            "1.1000 ± 0.1000 (n=3; seeds 1,2,3)", "19.1% lower train loss (3.6 s.e.)"] in v["2"].evidence
-    # 0.96 vs 1.00: a difference of 0.04 against s.e. sqrt(0.0141²/2 + 0.1²/3) = 0.059
-    assert "4.0% lower train loss (0.7 s.e., within seed noise)" in [row[-1] for row in v["2"].evidence]
-    assert "(3.6 s.e.)" in v["2"].reason and "measured on smollm2_135m, not the paper's 7B models" in v["2"].reason
+CLAIM = {"id": "2", "title": "Training loss", "paper": "15% lower", "metric": "train_loss", "effect": 15, "unit": "%",
+         "primary": {"name": "primary",
+                     "method": {"experiment": "main", "where": {"adapter.name": "qtha", "data.size": 1000}},
+                     "comparator": {"experiment": "main", "where": {"adapter.name": "lora", "data.size": 1000}}},
+         "secondary": [{"name": "at 300",
+                        "method": {"experiment": "main", "where": {"adapter.name": "qtha", "data.size": 300}},
+                        "comparator": {"experiment": "main", "where": {"adapter.name": "lora", "data.size": 300}}}]}
 
 
-def test_a_single_seed_effect_says_so(results_dir: Path):
-    df = records.frame(records.load(results_dir))
-    v = _verdicts(df[df.seed == 1])["2"]                    # QTHA 0.88 vs LoRA 1.00 at data.size=300, one seed each
-    assert v.verdict == "not at this scale" and "12.0% lower train loss (single seed)" in v.reason
+def _records(root: Path, qtha: dict[int, float], lora: dict[int, float], size: int = 1000):
+    for adapter, values in (("qtha", qtha), ("lora", lora)):
+        for seed, train_loss in values.items():
+            _write(root, "main", adapter, size, seed, metric_values=metrics(1.0, train_loss, 0.0, 0.5))
+    return records.load(root)
 
 
-def test_without_7b_counts_the_parameter_claim_is_judged_at_the_run_scale(results_dir: Path):
-    v = _verdicts(records.frame(records.load(results_dir)))
-    assert v["1"].verdict == "not at this scale" and "96.7% more" in v["1"].reason
+def test_a_large_consistent_effect_is_reproduced(tmp_path: Path):
+    loaded = _records(tmp_path, {1: 0.80, 2: 0.81, 3: 0.79}, {1: 1.00, 2: 1.02, 3: 0.99})
+    v = claims.judge(CLAIM, loaded)
+    assert v.verdict == "reproduced" and v.primary.n == 3 and v.primary.seeds == (1, 2, 3)
+    diffs = [0.20, 0.21, 0.20]
+    assert v.primary.effect == pytest.approx(100 * sum(diffs) / 3 / ((1.00 + 1.02 + 0.99) / 3))
+    assert v.primary.low > 15 - 5 and v.primary.low < v.primary.effect < v.primary.high
 
 
-def test_a_small_effect_is_not_at_this_scale_on_small_models_and_not_reproduced_on_7b(results_dir: Path):
-    df = records.frame(records.load(results_dir))
-    df.loc[df.adapter == "qtha", "train_loss"] = 1.0  # 9.1% / 0% below LoRA
-    assert _verdicts(df)["2"].verdict == "not at this scale"
-    df["model"] = "qwen2_7b"
-    assert _verdicts(df)["2"].verdict == "not reproduced"
+def test_fewer_than_three_pairs_is_never_a_verdict(tmp_path: Path):
+    loaded = _records(tmp_path, {1: 0.50, 2: 0.50, 4: 0.50}, {1: 1.00, 2: 1.00, 3: 1.00})  # seeds 1, 2 pair
+    v = claims.judge(CLAIM, loaded)
+    assert v.verdict == "not established" and v.primary.n == 2 and "2 paired seeds" in v.reason
 
 
-def test_maths_above_the_floor_is_judged_on_points(results_dir: Path):
-    df = records.frame(records.load(results_dir))
-    df.loc[df.adapter == "lora", "strict_accuracy"] = 68.0
-    df.loc[df.adapter == "qtha", "strict_accuracy"] = 82.0
-    assert _verdicts(df)["4"].verdict == "reproduced"
+def test_a_small_sure_effect_contradicts_the_claim(tmp_path: Path):
+    loaded = _records(tmp_path, {1: 0.990, 2: 1.010, 3: 0.985}, {1: 1.00, 2: 1.02, 3: 0.995})  # ~1% lower
+    v = claims.judge(CLAIM, loaded)
+    assert v.verdict == "contradicted" and v.primary.high < 15
 
 
-def test_render_has_a_generated_header_and_every_claim(results_dir: Path):
-    df = records.frame(records.load(results_dir))
-    text = claims.render(df, tables.summarise(df), COUNTS, "python -m qtha.report", "abc123")
-    assert text.splitlines()[2].startswith("> Generated file, do not edit: `python -m qtha.report` from 14 records "
-                                           "(12 ok, 1 failed, 1 incomplete; re-evaluations: 1)")
+def test_a_noisy_effect_is_not_established(tmp_path: Path):
+    loaded = _records(tmp_path, {1: 0.70, 2: 1.10, 3: 0.80}, {1: 1.00, 2: 0.90, 3: 1.00})
+    v = claims.judge(CLAIM, loaded)
+    assert v.verdict == "not established" and v.primary.low < 0 < v.primary.high
+
+
+def test_secondaries_are_listed_with_holm_and_never_decide(tmp_path: Path):
+    loaded = _records(tmp_path, {1: 0.5, 2: 0.5, 3: 0.5}, {1: 1.0, 2: 1.0, 3: 1.0}, size=300)  # only the secondary
+    v = claims.judge(CLAIM, loaded)
+    assert v.verdict == "not established" and v.primary.n == 0
+    (est, adjusted), = v.secondary
+    assert est.n == 3 and est.effect == pytest.approx(50.0) and adjusted == est.p
+    assert claims.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert math.isnan(claims.holm([math.nan, 0.2])[0])
+
+
+def test_the_parameter_claim_is_decided_by_exact_counts():
+    (v, *_) = claims.verdicts([], COUNTS)
+    assert v.verdict == "contradicted" and "54.6% fewer, not the claimed 76%" in v.reason
+    assert [round(e.effect, 1) for e, _ in v.secondary[:1]] == [77.3]   # against LoRA r=8
+
+
+def test_every_declared_claim_names_a_primary_and_judges(tmp_path: Path):
+    declared = claims.load_claims()
+    assert [c["id"] for c in declared] == ["1", "2", "3", "4", "5", "6"]
+    loaded = _records(tmp_path, {1: 0.8, 2: 0.8, 3: 0.8}, {1: 1.0, 2: 1.0, 3: 1.0})
+    text = claims.render(loaded, COUNTS, "python -m qtha.report", "abc123")
+    assert text.splitlines()[2].startswith("> Generated file, do not edit: `python -m qtha.report` from 6 records")
     assert "code at git abc123" in text
-    for title in ("1. Parameters", "2. Training loss", "3. Dialogue metrics", "4. Maths accuracy"):
-        assert f"## {title}" in text
+    for c in declared:
+        assert f"## {c['id']}. {c['title']}" in text and f"(pre-declared):** {c['primary']['name']}" in text

@@ -47,3 +47,37 @@ def test_reevaluations_plot_beside_the_loss_as_trained(results_dir: Path):
     assert list(errorbar.lines[0].get_ydata()) == pytest.approx([1.15, 1.25])  # seeds 1-2 as trained; seed 1 noisy
     loaded = records.load(results_dir, ["qubits_sweep"])
     assert figures.reevaluations(tables.summarise(records.frame(loaded)), "qubits_sweep") is None
+
+
+def test_the_pareto_figure_and_the_selection_table(tmp_path: Path):
+    """pareto_* experiments give one loss-vs-parameters figure; a selection experiment gets its lr table."""
+    from synthetic_records import config, curve
+
+    from qtha.identity import config_hash
+    from qtha.report import tables
+    from qtha.results import RunRecord, record_path, write_record
+
+    root = tmp_path / "results"
+    for experiment, adapter, knob, params in (("pareto_lora", "lora", {"rank": 2}, 115_200),
+                                              ("pareto_lora", "lora", {"rank": 8}, 460_800),
+                                              ("pareto_qtha", "qtha", {"bond_dim": 4}, 219_360),
+                                              ("pareto_qtha", "qtha", {"bond_dim": 8}, 456_000)):
+        for seed in (1, 2, 3):
+            cfg = config(adapter, 300, seed, experiment, **knob)
+            rec = RunRecord(status="ok", experiment=experiment, label=f"{adapter}{knob}{seed}", config_hash=config_hash(cfg),
+                            config=cfg, metrics={"loss": 1.0 + 0.01 * seed, "train_loss": 0.9}, history=curve(1.0, 0.9),
+                            trainable_params=params)
+            write_record(rec, record_path(root, experiment, rec.stem))
+    for lr, loss in ((1e-4, 1.3), (1e-3, 1.1), (1e-2, 1.2)):
+        cfg = config("lora", 300, 42, "select_x")
+        cfg["trainer"]["lr"] = lr
+        rec = RunRecord(status="ok", experiment="select_x", label=f"s{lr}", config_hash=config_hash(cfg), config=cfg,
+                        metrics={"loss": 2.0, "heldout_loss": loss}, trainable_params=1)
+        write_record(rec, record_path(root, "select_x", rec.stem))
+    summary = tables.summarise(records.frame(records.load(root)))
+    (png, pdf) = figures.write_pareto(summary, tmp_path / "out")
+    assert png.name == "pareto_loss_vs_params.png" and png.stat().st_size > 1024 and pdf.is_file()
+    md, _ = tables.write_selection(root, "select_x", tmp_path / "out")
+    text = md.read_text()
+    assert "| lora (alpha=8.0) | 1.3000 (n=1) | **1.1000** (n=1) | 1.2000 (n=1) | 0.001 |" in text
+    assert tables.write_selection(root, "pareto_lora", tmp_path / "out") == []
