@@ -82,3 +82,10 @@ def test_one_job_is_validated_once_and_its_data_file_read_once(tmp_path, monkeyp
                           "trainer.max_steps=1", "eval.enabled=false")
     train(compose_checked(args), args)
     assert len(checks) == 1 and reads == [data]
+
+
+def test_the_authors_recipe_trains_epochs_as_steps():
+    """trainer=authors: 3 epochs over data.size rows at batch 4 x 8, 10 % warm-up (the resolved config holds steps)."""
+    cfg = compose_checked(["model=tiny_llama", "trainer=authors", "data.size=3000"])
+    assert (cfg.trainer.max_steps, cfg.trainer.warmup_steps, cfg.trainer.lr) == (282, 28, 5e-5)
+    assert compose_checked(["model=tiny_llama", "trainer=authors", "data.size=300"]).trainer.max_steps == 29

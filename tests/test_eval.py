@@ -185,3 +185,14 @@ def test_a_maths_run_reevaluates_on_cmath_by_swapping_the_data_group(shared_data
     assert entry["data_fingerprint"] != run.record.data_fingerprint
     preds = [json.loads(line) for line in Path(entry["predictions_path"]).read_text().splitlines()]
     assert all(p["lang"] == "zh" for p in preds)
+
+
+def test_an_experiments_reevaluations_run_after_training_each_tag_once(tmp_path):
+    """``reevaluate: {tag: overrides}``: measured right after the run; a rerun adds only the missing tags."""
+    base = tiny_overrides(tmp_path, "trainer.max_steps=1", "eval.max_new_tokens=2")
+    first = train(compose_checked([*base, "+reevaluate.one='eval.limit=1'"]), base)
+    assert [(e["tag"], e["generation"]["rows"]) for e in first.record.evaluations] == [("one", 1)]
+    again = train(compose_checked([*base, "+reevaluate.one='eval.limit=1'", "+reevaluate.two='eval.limit=2'"]), base)
+    assert again.reused and again.path == first.path                     # reevaluate is not identity
+    assert [(e["tag"], e["generation"]["rows"]) for e in again.record.evaluations] == [("one", 1), ("two", 2)]
+    assert load_record(first.path).evaluations[0]["at"] == first.record.evaluations[0]["at"]  # "one" not redone

@@ -14,7 +14,7 @@ from qtha.results import RunRecord, record_path, write_record
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 PROTOCOLS = {"cpsycound", "math", "math_easy", "smoke"}  # protocol configs: no sweep of their own
 SELECTIONS = sorted(e for e in EXPERIMENTS if e.startswith("select_"))
-RATES = {1e-4: 1.3, 3e-4: 1.1, 1e-3: 1.0, 3e-3: 1.2, 1e-2: float("nan")}  # 1e-3 wins; 1e-2 "diverged"
+RATES = {1e-4: 1.3, 3e-4: 1.1, 1e-3: 1.0, 3e-3: 1.2, 1e-2: 1.4, 3e-2: float("nan")}  # 1e-3 wins; 3e-2 "diverged"
 
 
 def _fake_selection(results: Path, experiment: str) -> None:
