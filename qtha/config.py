@@ -89,7 +89,7 @@ class DataConfig:
     max_length: int = 256
     system_prompt: Optional[str] = None
     languages: list[str] = field(default_factory=lambda: ["en", "zh"])
-    difficulty: str = "standard"  # synthetic_math only: standard (1-3 steps) | easy (one step, small numbers)
+    difficulty: str = "standard"  # synthetic_math only: standard (1-3 steps) | easy (one step, two-digit numbers)
 
 
 # --------------------------------------------------------------------------- trainer

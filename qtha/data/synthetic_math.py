@@ -9,8 +9,8 @@ Templates are data: each :class:`_Template` pairs a ``draw`` function (numbers, 
 and the arithmetic steps, language-free) with the English and Chinese wording.
 
 Two difficulties: ``standard`` (one to three steps, numbers up to a few hundred: the embedded
-model stays near 0 % accuracy, see REPRODUCTION.md) and ``easy`` (one step, small numbers), the
-setting on which a comparison of maths accuracy is possible at CPU scale.
+model stays near 0 % accuracy) and ``easy`` (one step, two-digit numbers), the setting on which a
+comparison of maths accuracy is possible at CPU scale.
 """
 from __future__ import annotations
 
@@ -256,17 +256,19 @@ def _draw_compare_more(rng: random.Random) -> Draw:
         s1, _step(s1.c, "-", a)]
 
 
+# One step with two-digit numbers: single-digit operands left LoRA on the embedded model at 81 % after the
+# math_easy protocol (too little room above it to compare adapters); REPRODUCTION.md has the measured rate.
 def _draw_easy_add(rng: random.Random) -> Draw:
-    return {"who": rng.choice(PEOPLE), "item": rng.choice(ITEMS), "a": rng.randint(2, 19), "b": rng.randint(2, 19)}, []
+    return {"who": rng.choice(PEOPLE), "item": rng.choice(ITEMS), "a": rng.randint(11, 49), "b": rng.randint(11, 49)}, []
 
 
 def _draw_easy_sub(rng: random.Random) -> Draw:
-    a = rng.randint(6, 25)
-    return {"who": rng.choice(PEOPLE), "item": rng.choice(ITEMS), "a": a, "b": rng.randint(1, a - 1)}, []
+    a = rng.randint(21, 60)
+    return {"who": rng.choice(PEOPLE), "item": rng.choice(ITEMS), "a": a, "b": rng.randint(2, a - 1)}, []
 
 
 def _draw_easy_mul(rng: random.Random) -> Draw:
-    return {"who": rng.choice(PEOPLE), "item": rng.choice(ITEMS), "a": rng.randint(2, 9), "b": rng.randint(2, 9)}, []
+    return {"who": rng.choice(PEOPLE), "item": rng.choice(ITEMS), "a": rng.randint(3, 12), "b": rng.randint(3, 12)}, []
 
 
 def _one_step(draw: Callable[[random.Random], Draw], op: str) -> Callable[[random.Random], Draw]:

@@ -212,7 +212,7 @@ def test_the_easy_difficulty_is_one_small_step_and_its_own_stream():
     assert not {p.question for p in train} & {p.question for p in test}
     for p in train + test:
         steps = [line for line in p.solution.splitlines() if "=" in line]
-        assert len(steps) == 1 and p.template.startswith("easy_") and int(p.answer) <= 81
+        assert len(steps) == 1 and p.template.startswith("easy_") and int(p.answer) <= 144
         a, op, b = re.search(r"(\d+) ([-+×]) (\d+) = ", steps[0]).groups()
         assert int(p.answer) == {"+": int(a) + int(b), "-": int(a) - int(b), "×": int(a) * int(b)}[op]
     assert {p.template for p in train} == {"easy_add", "easy_sub", "easy_mul"} and {p.lang for p in train} == {"en", "zh"}
