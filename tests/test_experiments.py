@@ -13,6 +13,7 @@ from qtha.results import RunRecord, record_path, write_record
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 PROTOCOLS = {"cpsycound", "math", "math_easy", "smoke"}  # protocol configs: no sweep of their own
+CALIBRATIONS = {"math_easy_calibration"}  # one fixed probe of a task (a single run, its rate typed in on purpose)
 SELECTIONS = sorted(e for e in EXPERIMENTS if e.startswith("select_"))
 RATES = {1e-4: 1.3, 3e-4: 1.1, 1e-3: 1.0, 3e-3: 1.2, 1e-2: 1.4, 3e-2: float("nan")}  # 1e-3 wins; 3e-2 "diverged"
 
@@ -41,7 +42,13 @@ def selections(tmp_path_factory, request) -> Path:
     return results
 
 
-TABLES = [e for e in EXPERIMENTS if e not in PROTOCOLS]
+TABLES = [e for e in EXPERIMENTS if e not in PROTOCOLS | CALIBRATIONS]
+
+
+@pytest.mark.parametrize("name", sorted(CALIBRATIONS))
+def test_a_calibration_is_one_valid_run(name):
+    assert sweeper_params([f"experiment={name}"]) == {}
+    assert compose_checked([f"experiment={name}"]).name == name
 
 
 @pytest.mark.parametrize("name", TABLES)
