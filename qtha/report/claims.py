@@ -76,6 +76,24 @@ def _side(records: Records, side: dict[str, Any], metric: str) -> dict[int, tupl
     return out
 
 
+def shortfall(records: Records, side: dict[str, Any]) -> str:
+    """Why ``side`` has few records: its experiment's finished records, narrowed by each ``where`` value in turn,
+    with the values found where the narrowing runs dry (old records are then seen to predate a protocol)."""
+    pool = [flatten(semantic(r.config)) for _, r in records if r.experiment == side["experiment"] and r.status == "ok"]
+    if not pool:
+        return f"no finished records of `{side['experiment']}`"
+    total = len(pool)
+    for key, value in (side.get("where") or {}).items():
+        narrowed = [flat for flat in pool if flat.get(key) == value]
+        if not narrowed:
+            found = ", ".join(sorted({str(flat.get(key)) for flat in pool}))
+            return (f"`{side['experiment']}` has {total} finished records; none of the {len(pool)} left has "
+                    f"{key}={value} (found: {found})")
+        pool = narrowed
+    seeds = sorted({flat.get("seed") for flat in pool})
+    return f"`{side['experiment']}` has {len(pool)} matching finished records (seeds {seeds})"
+
+
 def paired(records: Records, comparison: dict[str, Any], metric: str, unit: str) -> Estimate:
     """The comparison's estimate over the seeds both sides finished."""
     metric = comparison.get("metric", metric)
@@ -224,6 +242,10 @@ def render(records: Records, counts: Optional[pd.DataFrame], command: str, sha: 
         parts.append(f"\n## {c['id']}. {c['title']}\n\n**Paper:** {c['paper']}\n\n**Primary comparison "
                      f"(pre-declared):** {c['primary']['name']}.\n\n**Verdict: {v.verdict}** — {v.reason}.\n\n")
         parts.append(_evidence(v))
+        if v.claim.get("kind") != "count" and v.primary.n < MIN_PAIRS:
+            sides = (("QTHA side", "method"), ("comparator", "comparator"))
+            parts.append("\nWhy the primary comparison has too few pairs: " + "; ".join(
+                f"{label}: {shortfall(records, v.claim['primary'][key])}" for label, key in sides) + ".\n")
     experiments = sorted({r.experiment for _, r in records})
     parts.append("\n## Tables and figures\n\n" + "".join(f"- `{e}`: [tables/{e}.md](tables/{e}.md)\n"
                                                          for e in experiments))

@@ -56,6 +56,11 @@ def test_secondaries_are_listed_with_holm_and_never_decide(tmp_path: Path):
     loaded = _records(tmp_path, {1: 0.5, 2: 0.5, 3: 0.5}, {1: 1.0, 2: 1.0, 3: 1.0}, size=300)  # only the secondary
     v = claims.judge(CLAIM, loaded)
     assert v.verdict == "not established" and v.primary.n == 0
+    assert claims.shortfall(loaded, CLAIM["primary"]["method"]) == (
+        "`main` has 6 finished records; none of the 3 left has data.size=1000 (found: 300)")
+    assert claims.shortfall(loaded, {"experiment": "other"}) == "no finished records of `other`"
+    assert "Why the primary comparison has too few pairs: QTHA side: `main` has 6" in claims.render(
+        loaded, COUNTS, "python -m qtha.report", "abc", [CLAIM])
     (est, adjusted), = v.secondary
     assert est.n == 3 and est.effect == pytest.approx(50.0) and adjusted == est.p
     assert claims.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
