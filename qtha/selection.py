@@ -41,6 +41,13 @@ class Method:
     def selected(self) -> float:
         return min(self.losses, key=lambda lr: (self.losses[lr], lr))
 
+    @property
+    def at_edge(self) -> bool:
+        """The winner is the smallest or largest rate tried (a failed rate bounds the grid too): the best rate
+        may lie beyond the grid, so the selection is not yet trustworthy for this method."""
+        tried = (*self.losses, *self.failed)
+        return len(tried) > 1 and self.selected in (min(tried), max(tried))
+
 
 def _adapter(record: RunRecord) -> dict[str, Any]:
     return semantic(record.config)["adapter"]
@@ -120,7 +127,7 @@ def table(found: Sequence[Method]) -> tuple[list[str], list[list[str]]]:
                 cells.append(f"{mark}{m.losses[lr]:.4f}{mark} (n={m.seeds[lr]})")
             else:
                 cells.append("failed" if lr in m.failed else "—")
-        rows.append([label, *cells, f"{m.selected:g}"])
+        rows.append([label, *cells, f"{m.selected:g}" + (" (grid edge)" if m.at_edge else "")])
     return header, rows
 
 

@@ -169,9 +169,11 @@ def write_selection(results: Path, experiment: str, out: Path) -> list[Path]:
     header, rows = selection.table(found)
     md = (f"# {experiment}: learning-rate selection\n\n{markdown(header, rows)}\nMean heldout_loss (the loss on the "
           "selection split carved from the training pool, never the test split) over the finished seeds; bold: the "
-          "selected rate (lowest mean; ties: the smaller rate); failed: no seed finished (e.g. diverged).\n")
+          "selected rate (lowest mean; ties: the smaller rate); failed: no seed finished (e.g. diverged); grid edge: "
+          "the selected rate is the smallest or largest tried, so a better one may lie beyond the grid (extend it "
+          "before reading the comparison).\n")
     csv = pd.DataFrame([{"method": selection.describe(m.adapter), "lr": lr, "heldout_loss": loss, "seeds": m.seeds[lr],
-                         "selected": lr == m.selected} for m in found for lr, loss in m.losses.items()]).to_csv(index=False)
+                         "selected": lr == m.selected, "at_edge": m.at_edge} for m in found for lr, loss in m.losses.items()]).to_csv(index=False)
     paths = [out / "tables" / f"{experiment}_selection.md", out / "tables" / f"{experiment}_selection.csv"]
     atomic_write_text(paths[0], md)
     atomic_write_text(paths[1], csv)

@@ -80,4 +80,20 @@ def test_the_pareto_figure_and_the_selection_table(tmp_path: Path):
     md, _ = tables.write_selection(root, "select_x", tmp_path / "out")
     text = md.read_text()
     assert "| lora (alpha=8.0) | 1.3000 (n=1) | **1.1000** (n=1) | 1.2000 (n=1) | 0.001 |" in text
+    assert "grid edge" not in text.split("\n\n")[1]  # an interior winner is not flagged (only the footnote says it)
     assert tables.write_selection(root, "pareto_lora", tmp_path / "out") == []
+
+
+@pytest.mark.parametrize(("losses", "failed", "edge"), [
+    ({1e-4: 1.3, 1e-3: 1.1, 1e-2: 1.0}, (), True),      # best at the largest rate: the optimum may lie beyond
+    ({1e-4: 1.0, 1e-3: 1.1, 1e-2: 1.2}, (), True),      # best at the smallest rate
+    ({1e-4: 1.3, 1e-3: 1.1, 1e-2: 1.0}, (1e-1,), False),  # the next rate diverged: the grid is bounded
+    ({1e-3: 1.0}, (), False),                            # one rate is no grid
+])
+def test_a_winner_at_the_grids_edge_is_flagged(losses, failed, edge):
+    from qtha import selection
+
+    method = selection.Method({"name": "lora"}, losses, {lr: 1 for lr in losses}, failed)
+    assert method.at_edge is edge
+    _, (row,) = selection.table([method])
+    assert row[-1].endswith("(grid edge)") is edge
