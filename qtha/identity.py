@@ -93,8 +93,9 @@ def label(cfg: Any, overrides: Iterable[str]) -> str:
         key = o.get_key_element().lstrip("+~").split("@")[0]
         if key in resolved:
             shown[key] = _show(resolved[key])
-        elif f"{key}.name" in resolved:
-            shown[key] = _show(resolved[f"{key}.name"])
+        elif f"{key}.name" in resolved:  # a config group: the preset as chosen (qtha_match_smollm2, not qtha)
+            chosen = o.value()
+            shown[key] = chosen if isinstance(chosen, str) else _show(resolved[f"{key}.name"])
         elif "." not in key and key not in ("experiment", *NON_SEMANTIC) and isinstance(o.value(), str):
             shown[key] = o.value()
     shown.pop("seed", None)

@@ -58,6 +58,8 @@ def test_label_shows_resolved_values_and_hides_secrets():
     assert label(cfg, ["model=tiny_llama", "data.size=11", "data.size=16", "adapter=qtha", "logger=csv",
                        "experiment=smoke", "seed=42"]) == "adapter=qtha__data.size=16__model=tiny_llama__seed=42"
     assert "hf_secret" not in label(cfg, ["+model.hf_token=hf_secret"])
+    preset = compose_checked(["model=tiny_llama", "adapter=qtha_match_smollm2"])  # a preset of the qtha adapter
+    assert label(preset, ["adapter=qtha_match_smollm2"]) == "adapter=qtha_match_smollm2__seed=42"
     assert "logger" not in semantic(cfg) and "work_dir" not in semantic(cfg)
 
 
