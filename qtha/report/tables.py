@@ -163,8 +163,8 @@ def latex(header: Sequence[str], cells: Sequence[Sequence[str]], bold: Sequence[
 def write_selection(results: Path, experiment: str, out: Path) -> list[Path]:
     """``<out>/tables/<experiment>_selection.{md,csv}`` when the experiment is a learning-rate selection (its
     records carry ``heldout_loss``): per method, the mean over seeds at every rate, the selected one in bold."""
-    found = selection.methods(results, experiment)
-    if not found:
+    found = [m for m in selection.methods(results, experiment) if len(m.losses) + len(m.failed) > 1]
+    if not found:  # no method tried two rates: a probe with a selection split (a calibration), not a selection
         return []
     header, rows = selection.table(found)
     md = (f"# {experiment}: learning-rate selection\n\n{markdown(header, rows)}\nMean heldout_loss (the loss on the "

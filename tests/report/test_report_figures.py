@@ -82,6 +82,11 @@ def test_the_pareto_figure_and_the_selection_table(tmp_path: Path):
     assert "| lora (alpha=8.0) | 1.3000 (n=1) | **1.1000** (n=1) | 1.2000 (n=1) | 0.001 |" in text
     assert "grid edge" not in text.split("\n\n")[1]  # an interior winner is not flagged (only the footnote says it)
     assert tables.write_selection(root, "pareto_lora", tmp_path / "out") == []
+    cfg = config("lora", 300, 42, "probe")  # one rate with a selection split: a calibration, not a selection
+    rec = RunRecord(status="ok", experiment="probe", label="p", config_hash=config_hash(cfg), config=cfg,
+                    metrics={"loss": 2.0, "heldout_loss": 1.0}, trainable_params=1)
+    write_record(rec, record_path(root, "probe", rec.stem))
+    assert tables.write_selection(root, "probe", tmp_path / "out") == []
 
 
 @pytest.mark.parametrize(("losses", "failed", "edge"), [
