@@ -22,11 +22,13 @@ def test_every_option_of_every_group_composes(group, tmp_path):
         assert cfg is not None
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_slurm", "joblib_local", "slurm"])
+@pytest.mark.parametrize("launcher", ["basic", *(pytest.param(n, marks=pytest.mark.slow)
+                                                 for n in ("joblib", "submitit_slurm", "joblib_local", "slurm"))])
 def test_hydra_launchers_compose(launcher):
     assert check_jobs([f"hydra/launcher={launcher}"], multirun=True) == 1
 
 
+@pytest.mark.slow  # every adapter × model pair (the fast tier composes each option of each group alone)
 def test_adapter_model_grid_composes():
     for model, adapter in itertools.product(group_options("model"), group_options("adapter")):
         cfg = compose_checked([f"model={model}", f"adapter={adapter}", "allow_hub=true"])

@@ -51,7 +51,12 @@ def test_a_calibration_is_one_valid_run(name):
     assert compose_checked([f"experiment={name}"]).name == name
 
 
-@pytest.mark.parametrize("name", TABLES)
+# The fast tier samples one table of each kind (a selection, a main comparison, a control, a re-evaluation);
+# the full suite checks the ends of every table (and, below, every job).
+FAST_TABLES = {"select_default", "cpsycound_main", "qtha_controls", "noise_eval"}
+
+
+@pytest.mark.parametrize("name", [n if n in FAST_TABLES else pytest.param(n, marks=pytest.mark.slow) for n in TABLES])
 def test_every_table_is_one_experiment_with_a_sweep_whose_ends_validate(name, selections):
     jobs = expand_sweeps([f"experiment={name}", f"results_dir={selections}"], sweeper_params([f"experiment={name}"]))
     assert len(jobs) >= 2
