@@ -99,6 +99,7 @@ class QNN(nn.Module):
         # One broadcast call over all tokens where the gradient method differentiates broadcast tapes
         # (backprop, adjoint); gradient transforms (parameter-shift, finite-diff, shots) get one tape per token.
         self._broadcast = diff_method in ("backprop", "adjoint", "device") or (diff_method == "best" and shots is None)
+        self._sim_cache: dict = {}  # the torch kernel's unitaries between no-gradient calls (generation)
         if backend == "torch":  # record + fuse the circuit now: unsupported gates fail at construction
             self._plan = torchsim.get_plan(self._fn, n_qubits, shape)
         else:
@@ -148,7 +149,7 @@ class QNN(nn.Module):
             if x.shape[0] == 0:
                 out = x.new_zeros(0, self.n_qubits) + 0 * w.sum()
             elif self.backend == "torch":
-                out = torchsim.simulate(self._plan, x, w)
+                out = torchsim.simulate(self._plan, x, w, cache=self._sim_cache)
             else:
                 out = self._run_pennylane(x, w)
             out = self.noise.apply_readout(out)

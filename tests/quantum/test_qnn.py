@@ -16,6 +16,7 @@ import torch
 
 from qtha.quantum import ANSATZE, QNN, register_ansatz, weight_shape
 from qtha.quantum import torchsim
+from qtha.quantum.torchsim.plan import DiagPass
 from qtha.quantum.circuit import hea_ansatz, make_qfunc, qtha_ansatz
 
 F64 = torch.float64
@@ -366,7 +367,7 @@ def test_diagonal_data_rewrite_matches_the_per_wire_path(name, n_qubits, n_layer
     wshape = shape_fn(n_qubits, n_layers)
     new = torchsim.build_plan(fn, n_qubits, wshape)
     old = torchsim.build_plan(fn, n_qubits, wshape, diagonal_data=False)
-    assert any(b.data for b in new.blocks) and all(p.kind == "diag" for b in new.blocks if b.data for p in b.passes)
+    assert any(b.data for b in new.blocks) and all(isinstance(p, DiagPass) for b in new.blocks if b.data for p in b.passes)
     seed, x, w, g = _draw(9, n_qubits, wshape)
     ct = torch.randn(9, n_qubits, generator=g, dtype=F64)
     ref = _value_and_grads(lambda a, b: torchsim.simulate(old, a, b, "gates"), x, w, ct)
@@ -409,3 +410,23 @@ def test_hea_ring_shapes():
     assert cnots(1) == [] and cnots(2) == [(0, 1)] and cnots(3) == [(0, 1), (1, 2), (2, 0)]
     crz = [g.wires for g in torchsim.record(qtha_ansatz, 2, (1, 4, 2)) if g.name == "CRZ"]
     assert crz == [(0, 1), (1, 0), (0, 1), (1, 0)]
+
+
+def test_no_grad_calls_reuse_the_unitaries_until_the_weights_change():
+    """Generation calls the QNN once per token: without gradients the fixed blocks' unitaries are kept,
+    and an in-place update of the weights (an optimiser step) invalidates them."""
+    q = QNN(3, 2)
+    x = torch.rand(5, 3)
+    with torch.no_grad():
+        first = q(x)
+        key = q._sim_cache["key"]
+        assert torch.equal(q(x), first) and q._sim_cache["key"] == key
+        q.weights.add_(0.3)
+        moved = q(x)
+    assert q._sim_cache["key"] != key
+    fresh = torchsim.simulate(q._plan, x, q.weights.detach())
+    torch.testing.assert_close(moved, fresh, rtol=0, atol=0)
+    assert not torch.allclose(moved, first)
+    out = q(x.requires_grad_(True))  # with gradients: built afresh, differentiable
+    out.sum().backward()
+    assert q.weights.grad is not None and x.grad is not None
