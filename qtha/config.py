@@ -74,6 +74,13 @@ class DataConfig:
     anything (SPEC §5); 0 carves none. ``path`` (local JSONL / case files) wins over ``hub_id``
     (+ ``hub_config``), which needs ``allow_hub=true``. ``system_prompt`` is prepended to every
     conversation that has none. ``max_length`` truncates from the left (oldest turns first).
+
+    ``batching`` is how training rows form batches (each batch is right-padded to its longest row):
+    ``random`` (the seeded shuffle cut into consecutive batches) or ``length`` (:mod:`qtha.data.batching`: windows
+    of ``bucket_batches`` batches of that shuffle sorted by length, so a batch holds rows of similar length and
+    little padding; the batches' order is still shuffled by the seed). ``length`` trains on the same rows per
+    epoch but in other batches: rows of similar length (in the maths data, often the same language) share a step,
+    and a long row's tokens weigh less against a short one's in the token-mean loss than in a mixed batch.
     """
 
     name: str = MISSING
@@ -90,6 +97,8 @@ class DataConfig:
     system_prompt: Optional[str] = None
     languages: list[str] = field(default_factory=lambda: ["en", "zh"])
     difficulty: str = "standard"  # synthetic_math only: standard (1-3 steps) | easy (one step, two-digit numbers)
+    batching: str = "random"  # random | length (length-grouped batches: less padding, other batch composition)
+    bucket_batches: int = 16  # batching=length: batches per length-sorted window of the shuffled epoch
 
 
 # --------------------------------------------------------------------------- trainer

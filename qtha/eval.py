@@ -109,7 +109,8 @@ def reevaluate(record_file: Path, overrides: list[str], tag: Optional[str] = Non
     measured = measure(built, cfg.eval, cfg.data.max_length)
     tag = _tag(overrides, tag)
     entry = {"tag": tag, "overrides": overrides, "changes": delta, "config_hash": config_hash(cfg),
-             "metrics": measured.metrics, "generation": measured.generation, "timings": measured.timings,
+             "metrics": measured.metrics, "generation": measured.generation,
+             "timings": {"load_s": built.load_s, **measured.timings},
              "data_fingerprint": built.data_fingerprint, "git_sha": git_sha(), "git_dirty": git_dirty(),
              "versions": versions(), "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if not is_global_zero_process():

@@ -1,6 +1,7 @@
 """LightningModule: response-only causal-LM loss, AdamW over trainable params, adapter-only ckpt."""
 from __future__ import annotations
 
+import inspect
 import math
 import statistics
 import time
@@ -49,6 +50,7 @@ class AdapterLM(L.LightningModule):
         self.step_times: list[float] = []
         self._val: dict[int, list[torch.Tensor]] = {}
         self._batch_start = 0.0
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._batch_start = time.perf_counter()
@@ -62,8 +64,23 @@ class AdapterLM(L.LightningModule):
         return statistics.median(times) if times else None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return token_losses(logits, batch["labels"])
+        """Per-token losses and mask at the positions some row of the batch scores (B, K).
+
+        The LM head runs only there (``logits_to_keep``): prompts are not scored, and the head
+        (576 × 49,152 for SmolLM2) plus an fp32 cross-entropy over every vocabulary entry at every
+        position was a fifth of the step; per position the logits are the same.
+        """
+        labels = batch["labels"]
+        keep = torch.nonzero((labels[:, 1:] != IGNORE_INDEX).any(0)).flatten()  # logits at t score label t+1
+        if not self._keeps_logits or keep.numel() == labels.shape[1] - 1:
+            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            return token_losses(logits, labels)
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            logits_to_keep=keep).logits  # (B, K, V)
+        scored = labels[:, 1:].index_select(1, keep)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), scored.flatten(), ignore_index=IGNORE_INDEX,
+                               reduction="none").view_as(scored)
+        return loss, scored != IGNORE_INDEX
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, mask = self(batch)

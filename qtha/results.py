@@ -2,7 +2,9 @@
 
 Modelled on peft's ``method_comparison`` harness: a record carries the resolved config and its
 hash (:mod:`qtha.identity`), scalar metrics, the training history, a summary and fingerprint of
-the data, the decoding settings, per-phase timings, the error if any, and provenance. A record
+the data, the decoding settings, per-phase timings (:func:`timed_phase`), the QNN's circuit and shot
+account (``quantum_resources``; null without a QNN and in records written before it existed), the
+error if any, and provenance. A record
 is *the* run of its config: :func:`find_run` looks one up by comparing resolved configs, never
 by file name, so a second spelling of a config finds the first record and a changed config
 never does. Every record on disk is read through :func:`upgrade` (older schemas included) and
@@ -10,14 +12,16 @@ written atomically (temp file, fsync, rename), so a crash never leaves a half-wr
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from omegaconf import OmegaConf
 
@@ -47,6 +51,7 @@ class RunRecord:
     data_fingerprint: Optional[str] = None  # sha256 of the examples the run read (qtha.data.fingerprint)
     generation: Optional[dict[str, Any]] = None  # decoding settings and what came out
     timings: dict[str, float] = field(default_factory=dict)  # load / train / validate / generate / score seconds
+    quantum_resources: Optional[dict[str, Any]] = None  # circuits and shots of the QNN modules (qtha.quantum.resources)
     precision: Optional[str] = None
     trainable_params: int = 0
     total_params: int = 0
@@ -85,6 +90,17 @@ class RunRecord:
         if unknown:
             raise ValueError(f"unknown record field {unknown[0]!r} (schema_version {data['schema_version']})")
         return cls(**data)
+
+
+@contextlib.contextmanager
+def timed_phase(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Add the block's seconds to ``timings[key]`` even when it raises, so a failed run's record keeps the
+    phases that ran (and how long the failing one ran before it failed)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - start, 3)
 
 
 # --------------------------------------------------------------------------- paths and I/O

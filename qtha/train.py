@@ -32,7 +32,8 @@ from qtha.evaluation import Measurement, measure, validate, write_predictions
 from qtha.identity import config_hash, label, plain
 from qtha.loggers import build_logger, finish, run_path
 from qtha.provenance import environment, git_dirty, git_sha, versions
-from qtha.results import RunRecord, find_run, load_record, predictions_path, record_path, write_record
+from qtha.quantum.resources import QuantumAccount
+from qtha.results import RunRecord, find_run, load_record, predictions_path, record_path, timed_phase, write_record
 from qtha.scrub import scrub
 
 log = logging.getLogger("qtha")
@@ -117,48 +118,67 @@ def train_worker(cfg: DictConfig) -> None:
     need every process), no record, no adapter file, no generation."""
     ckpt = checkpoint_dir(cfg.work_dir, cfg.name, config_hash(cfg)) / "last.ckpt"
     resume_from = ckpt if cfg.resume and ckpt.is_file() else None
-    built = build(cfg, callbacks=[LastCheckpoint(ckpt.parent, cfg.trainer.checkpoint_every)])
+    account = QuantumAccount(cfg.quantum)  # its sums over processes are collectives: every process counts
+    built = build(cfg, callbacks=[account, LastCheckpoint(ckpt.parent, cfg.trainer.checkpoint_every)])
+    account.attach(built.model)
     validate(built)
     _fit(cfg, built, resume_from)
     validate(built)
 
 
-def _fit(cfg: DictConfig, built: Built, resume_from: Optional[Path]) -> float:
-    """Train (when there is something to train); returns the seconds it took."""
+def _fit(cfg: DictConfig, built: Built, resume_from: Optional[Path]) -> bool:
+    """Train (when there is something to train); returns whether it did."""
     if built.trainable_params == 0 or cfg.trainer.max_steps == 0:
-        return 0.0
-    start = time.perf_counter()
+        return False
     # weights_only=False: our own checkpoint, which holds Python/numpy RNG states
     built.trainer.fit(built.module, datamodule=built.data, ckpt_path=resume_from, weights_only=False)
-    return time.perf_counter() - start
+    return True
 
 
 def _fit_and_measure(cfg: DictConfig, record: RunRecord, path: Path, ckpt_dir: Path,
                      resume_from: Optional[Path]) -> None:
-    """The heavy part: build, validate at step 0, fit, measure, save."""
+    """The heavy part: build, validate at step 0, fit, measure, save. Each phase's seconds go to
+    ``record.timings`` as it ends (or fails), the QNN's circuit account to ``record.quantum_resources``."""
     work = Path(cfg.work_dir)
     logger = build_logger(cfg.logger, group=cfg.name, name=record.stem, save_dir=work / "loggers",
                           config={**scrub(record.config), "config_hash": record.config_hash})
+    account, built, timings = QuantumAccount(cfg.quantum), None, record.timings
     try:
         record.wandb_run = run_path(logger)
-        built = build(cfg, logger=logger, callbacks=[LastCheckpoint(ckpt_dir, cfg.trainer.checkpoint_every)])
+        with timed_phase(timings, "load_s"):
+            built = build(cfg, logger=logger,
+                          callbacks=[account, LastCheckpoint(ckpt_dir, cfg.trainer.checkpoint_every)])
+        account.attach(built.model)
         record.trainable_params, record.total_params = built.trainable_params, built.total_params
         record.trainable_per_module = built.trainable_per_module
         record.data_summary, record.data_fingerprint = built.data.summary(), built.data_fingerprint
         log.info("qtha: data %s", record.data_summary)
-        before, init_s = validate(built)
+        with timed_phase(timings, "validate_s"):
+            before, _ = validate(built)
         record.metrics.update({f"init_{k}": v for k, v in before.items()})
-        train_s = _fit(cfg, built, resume_from)
-        if train_s:
+        with timed_phase(timings, "train_s"):  # includes the validations during training
+            trained = _fit(cfg, built, resume_from)
+        if trained:
             record.metrics.update(_train_metrics(built))
-        after = measure(built, cfg.eval, cfg.data.max_length)
+        after = _measure(built, cfg, timings)
         record.metrics.update(after.metrics)
         record.history, record.precision = built.module.history, str(built.trainer.precision)
-        record.timings = {"load_s": built.load_s, "train_s": round(train_s, 3),
-                          **after.timings, "validate_s": round(init_s + after.timings["validate_s"], 3)}
         _save_outputs(cfg, record, path, built, after)
     finally:
+        if built is not None:
+            record.quantum_resources = account.summary(built.trainer.global_step)
         finish(logger)
+
+
+def _measure(built: Built, cfg: DictConfig, timings: dict[str, float]) -> Measurement:
+    """:func:`qtha.evaluation.measure` with its phases' seconds added to ``timings``; when it fails, the seconds
+    it ran are ``measure_s`` (its validation and generation are not told apart then)."""
+    with timed_phase(timings, "measure_s"):
+        after = measure(built, cfg.eval, cfg.data.max_length)
+    del timings["measure_s"]
+    for key, seconds in after.timings.items():
+        timings[key] = round(timings.get(key, 0.0) + seconds, 3)
+    return after
 
 
 def _train_metrics(built: Built) -> dict[str, Any]:

@@ -92,6 +92,7 @@ def test_reevaluation_reproduces_the_run_and_appends_to_the_record(trained, caps
     assert entry["tag"] == "again" and entry["changes"] == {} and entry["config_hash"] == run.record.config_hash
     assert entry["metrics"]["loss"] == pytest.approx(run.record.metrics["loss"], rel=1e-5)
     assert entry["data_fingerprint"] == run.record.data_fingerprint
+    assert set(entry["timings"]) == {"load_s", "validate_s", "generate_s", "score_s"}
     original = Path(run.record.predictions_path).read_text().splitlines()
     again = Path(entry["predictions_path"]).read_text().splitlines()
     assert [json.loads(a)["prediction"] for a in again] == [json.loads(o)["prediction"] for o in original]

@@ -133,3 +133,14 @@ def test_provenance_names_the_code_and_the_stack():
     assert env["cpu_count"] >= 1 and "platform" in env
     assert provenance.git_sha() is None or len(provenance.git_sha()) == 40
     assert provenance.git_dirty() in (True, False, None)
+
+
+def test_records_from_before_batching_and_the_quantum_account_load_as_the_old_behaviour():
+    """A record written before data.batching existed ran random batches: it upgrades to batching=random, so it
+    still equals (and is reused by) a config composed today, and it has no quantum account (null)."""
+    committed = sorted((Path(__file__).resolve().parents[1] / "results" / "runs").rglob("*.json"))
+    old = json.loads(committed[0].read_text())
+    assert "batching" not in old["config"]["data"] and "quantum_resources" not in old
+    record = RunRecord.from_dict(old)
+    assert record.config["data"]["batching"] == "random" and record.config["data"]["bucket_batches"] == 16
+    assert record.quantum_resources is None and record.config_hash == config_hash(record.config)

@@ -83,3 +83,23 @@ def test_a_fresh_start_removes_a_stale_checkpoint(tmp_path):
     stale.write_bytes(b"older attempt")
     train(compose_checked([*overrides, "force=true"]), overrides)
     assert not stale.exists()
+
+
+def test_a_killed_length_batched_qtha_run_resumes_to_the_same_batches_and_account(tmp_path, cli):
+    """data.batching=length: the resumed run trains on the uninterrupted run's batches (the same losses, step by
+    step), and its quantum resource account covers the whole run, as the uninterrupted one's does."""
+    extra = (*RUN, "adapter=qtha", "adapter.qnn_layers=1", "data.batching=length", "data.bucket_batches=2",
+             "data.max_length=400")  # rows of 132-271 tokens: the batches differ from random ones
+    straight = tiny_overrides(tmp_path / "straight", *extra)
+    reference = train(compose_checked(straight), straight).record
+
+    overrides = tiny_overrides(tmp_path / "killed", *extra)
+    proc = cli([*overrides, "trainer.kill_at_step=10"])
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    resumed = train(compose_checked([*overrides, "resume=true"]), [*overrides, "resume=true"]).record
+    assert resumed.status == "ok" and resumed.resumed_from and resumed.resumed_from.endswith("last.ckpt")
+    for kind in ("train_loss", "val_loss"):
+        (steps, values), (ref_steps, ref_values) = _curve(resumed, kind), _curve(reference, kind)
+        assert steps == ref_steps and values == pytest.approx(ref_values, rel=1e-5), kind
+    assert resumed.quantum_resources == reference.quantum_resources
+    assert reference.quantum_resources["forward_circuits"]["train"] > 0

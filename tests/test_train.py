@@ -1,6 +1,7 @@
 """End to end on the tiny random Llama: train(cfg) in-process, and `python -m qtha.run` subprocesses."""
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import socket
@@ -9,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_overrides
+from qtha.backbone import build_tiny_tokenizer
 from qtha.compose import compose_checked
+from qtha.data.module import ChatDataModule
 from qtha.errors import ConfigError
 from qtha.results import load_record
 from qtha.train import train
@@ -52,6 +55,7 @@ def test_train_writes_an_ok_record_and_learns(tmp_path, no_internet):
     assert all(isinstance(v, (int, float)) for v in m.values())         # schema v2: scalars only
     assert set(record.timings) == {"load_s", "train_s", "validate_s", "generate_s", "score_s"}
     assert all(v >= 0 for v in record.timings.values()) and record.timings["train_s"] > 0
+    assert record.quantum_resources is None  # no QNN in LoRA
     assert record.generation["rows"] == 8 and record.precision in ("bf16-mixed", "32-true")
     assert len(record.data_fingerprint) == 64 and record.git_dirty in (True, False, None)
     saved = load_record(run.path)
@@ -93,6 +97,8 @@ def test_non_finite_loss_fails_the_run_naming_the_step(tmp_path):
     found = re.fullmatch(r"loss became (nan|inf) at step (\d+)", rec["error"]["message"])
     assert rec["status"] == "failed" and rec["error"]["type"] == "FloatingPointError" and found, rec["error"]
     assert 0 < int(found.group(2)) < 12 and "Traceback" in rec["error"]["traceback"]
+    assert set(rec["timings"]) == {"load_s", "validate_s", "train_s"}  # the phases that ran, the failing one last
+    assert rec["timings"]["train_s"] > 0
 
 
 def test_adapter_none_evaluates_without_training(tmp_path):
@@ -174,3 +180,28 @@ def test_every_adapter_trains_end_to_end(tmp_path, adapter):
     assert record.status == "ok", record.error
     assert record.trainable_params == sum(record.trainable_per_module.values()) > 0
     assert record.metrics["loss"] != record.metrics["init_loss"]  # the adapter moved off the identity
+
+
+def test_a_qtha_record_holds_its_timings_and_quantum_resource_account(tmp_path):
+    """Circuits = QNN modules × the token positions each phase really ran (padding included)."""
+    cfg = compose_checked(tiny_overrides(tmp_path, "adapter=qtha", "adapter.qnn_layers=1"))
+    run = train(cfg, ["adapter=qtha"])
+    record = run.record
+    assert record.status == "ok", record.error
+    assert set(record.timings) == {"load_s", "train_s", "validate_s", "generate_s", "score_s"}
+    dm = ChatDataModule(cfg.data, build_tiny_tokenizer(), cfg.seed, cfg.trainer.batch_size)
+    dm.setup()
+    trained = sum(b["input_ids"].numel() for b in itertools.islice(dm.train_dataloader(), cfg.trainer.max_steps))
+    validations = 2 + sum("val_loss" in h for h in record.history)  # before and after training, and during it
+    validated = validations * sum(b["input_ids"].numel() for b in dm.val_dataloader())
+    s = record.quantum_resources
+    modules = s["qnn_modules"]
+    assert modules == 2 * cfg.model.arch.num_hidden_layers  # q_proj and v_proj of every layer
+    assert s["forward_circuits"]["train"] == modules * trained
+    assert s["forward_circuits"]["validate"] == modules * validated and s["forward_circuits"]["generate"] > 0
+    assert s["execution"] == {"backend": "torch", "device": None, "gradient": "backprop", "shots_per_circuit": None}
+    assert s["gradient_circuits"] == 0 and s["circuits"] == sum(s["forward_circuits"].values())
+    assert s["circuits_per_step"] == modules * trained / 4 and s["steps"] == 4
+    assert s["parameter_shift_circuits_per_token"] == 57 and s["shots"] is None
+    assert s["on_parameter_shift_device"]["gradient_circuits"] == 56 * modules * trained
+    assert load_record(run.path).quantum_resources == s

@@ -24,6 +24,7 @@ from qtha.data.source import FileDataset
 __all__ = ["DATASETS", "FILE_DATASETS", "Example", "check_data", "check_size", "fingerprint", "load_splits"]
 
 Loader = Callable[[DataConfig], tuple[list[Example], list[Example]]]
+BATCHINGS = ("random", "length")  # data.batching (qtha.data.batching)
 
 
 def _synthetic_math(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
@@ -123,6 +124,10 @@ def check_data(cfg: DataConfig, allow_hub: bool, trains: bool = True) -> None:
         positive(f"data.{key}", getattr(cfg, key))
     if cfg.max_length < 16:
         raise ConfigError(f"data.max_length={cfg.max_length} is too short; allowed: >= 16 tokens")
+    one_of("data.batching", cfg.batching, BATCHINGS)
+    if isinstance(cfg.bucket_batches, bool) or not isinstance(cfg.bucket_batches, int) or cfg.bucket_batches < 1:
+        raise ConfigError(f"data.bucket_batches={cfg.bucket_batches!r} is not allowed; allowed: an int >= 1 "
+                          "(batches per length-sorted window)")
     if cfg.name == "synthetic_math":
         try:
             synthetic_math.check_languages(list(cfg.languages))

@@ -13,6 +13,7 @@ from transformers import PreTrainedTokenizerBase
 
 from qtha.config import DataConfig
 from qtha.data import Example, check_size, load_splits
+from qtha.data.batching import LengthGroups
 from qtha.data.formatting import IGNORE_INDEX, Encoded, collate, encode_chat
 from qtha.data.resumable import EpochSampler, ResumableLoader
 
@@ -93,8 +94,11 @@ class ChatDataModule(L.LightningDataModule):
                 "num_workers": self.num_workers, "collate_fn": partial(collate, pad_id=self.tokenizer.pad_token_id)}
 
     def train_dataloader(self) -> DataLoader:
-        """Seeded shuffle per epoch; its position is saved in checkpoints (:mod:`qtha.data.resumable`)."""
-        return ResumableLoader(self.train_set, sampler=EpochSampler(len(self.train_set), self.seed),
+        """Seeded shuffle per epoch (``data.batching=length``: regrouped into length-sorted batches); its position
+        is saved in checkpoints (:mod:`qtha.data.resumable`)."""
+        groups = LengthGroups([len(e.input_ids) for e in self.train_set], self.batch_size, self.cfg.bucket_batches) \
+            if self.cfg.batching == "length" else None
+        return ResumableLoader(self.train_set, sampler=EpochSampler(len(self.train_set), self.seed, groups),
                                **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:

@@ -9,11 +9,13 @@ Lightning does not wrap it in one that would shuffle again), and every process r
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
+
+from qtha.data.batching import LengthGroups, length_grouped
 
 
 def shuffled_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -31,17 +33,23 @@ def shuffled_order(n: int, seed: int, epoch: int) -> list[int]:
 class EpochSampler(DistributedSampler):
     """The seeded shuffle of epoch ``set_epoch(e)``, computed from (seed, e) alone, and this process's
     shard of it (every ``world``-th index from ``rank``, the epoch padded by wrapping around as
-    ``DistributedSampler`` pads; one process: the whole order). ``skip`` drops the first indices of the
-    next epoch iterated (the batches trained on before a crash)."""
+    ``DistributedSampler`` pads; one process: the whole order). ``groups``: the shuffle regrouped into
+    length-sorted batches first (:mod:`qtha.data.batching`), still a function of (seed, e). ``skip`` drops
+    the first indices of the next epoch iterated (the batches trained on before a crash). ``world`` /
+    ``rank`` default to the process group's."""
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, groups: Optional[LengthGroups] = None,
+                 world: Optional[int] = None, rank: Optional[int] = None) -> None:
         distributed = dist.is_available() and dist.is_initialized()
-        world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
-        super().__init__(range(n), num_replicas=world, rank=rank, shuffle=False, seed=seed)
-        self.n, self.skip = n, 0
+        if world is None:
+            world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+        super().__init__(range(n), num_replicas=world, rank=rank or 0, shuffle=False, seed=seed)
+        self.n, self.groups, self.skip = n, groups, 0
 
     def __iter__(self) -> Iterator[int]:
         order = shuffled_order(self.n, self.seed, self.epoch)
+        if self.groups is not None:
+            order = length_grouped(order, self.groups, self.num_replicas, self.seed, self.epoch)
         order += order[: self.total_size - len(order)]
         skip, self.skip = self.skip, 0
         return iter(order[self.rank:self.total_size:self.num_replicas][skip:])

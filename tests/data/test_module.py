@@ -124,3 +124,31 @@ def test_the_selection_split_is_carved_from_the_pool_the_same_for_every_seed_and
     with pytest.raises(ConfigError, match=r"data.size=101 is outside the training pool of data=synthetic_math "
                                           r"\(120 rows less data.val_size=20\); allowed: 1..100"):
         check_data(DataConfig(name="synthetic_math", size=101, pool_size=120, val_size=20), allow_hub=False)
+
+
+def _padding_share(dm: ChatDataModule) -> float:
+    batches = list(dm.train_dataloader())
+    real = sum(int(b["attention_mask"].sum()) for b in batches)
+    return 1 - real / sum(b["attention_mask"].numel() for b in batches)
+
+
+def test_length_batching_trains_the_same_rows_with_less_padding(tok):
+    cfg = DataConfig(name="synthetic_math", size=64, test_size=4, pool_size=120, max_length=2048)
+    dms = {}
+    for batching in ("random", "length"):
+        dms[batching] = ChatDataModule(DataConfig(**{**cfg.__dict__, "batching": batching}), tok, seed=3, batch_size=4)
+        dms[batching].setup()
+    rows = {k: sorted(i for b in dm.train_dataloader() for i in b["index"].tolist()) for k, dm in dms.items()}
+    assert rows["random"] == rows["length"] == list(range(64))
+    assert _padding_share(dms["length"]) < _padding_share(dms["random"]) / 2
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("batching", "sorted", "data.batching='sorted' is not allowed; allowed: random, length"),
+    ("bucket_batches", 0, "data.bucket_batches=0 is not allowed; allowed: an int >= 1"),
+])
+def test_bad_batching_is_one_line(key, value, message):
+    cfg = DataConfig(name="synthetic_math", **{key: value})
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as err:
+        check_data(cfg, allow_hub=False)
+    assert "\n" not in str(err.value)
