@@ -1,5 +1,9 @@
-"""Training throughput with random vs length-grouped batches (``data.batching``): real tokens/s, padding
-share, and the step's matmul rate as a fraction of the machine's matmul peak, measured in the same run.
+"""Training throughput before and after the throughput work: real tokens/s, padding share, and the step's
+matmul rate as a fraction of the machine's matmul peak, measured in the same run.
+
+Three arms, one LoRA model: ``before`` (random batches, LM head and fp32 cross-entropy at every position:
+the training step as it was), ``random`` (random batches, the head only at scored positions, as
+:class:`qtha.module.AdapterLM` now computes the loss) and ``length`` (``data.batching=length`` too).
 
 Why: a right-padded batch computes its padding too, so the share of pad positions is throughput thrown
 away; ``data.batching=length`` (:mod:`qtha.data.batching`) batches rows of similar length. Both arms train
@@ -36,11 +40,11 @@ from qtha.compose import compose_checked, compose_job
 from qtha.data import FILE_DATASETS
 from qtha.data.module import ChatDataModule
 from qtha.errors import ConfigError
-from qtha.module import token_losses
+from qtha.module import AdapterLM
 from qtha.trainer import resolve_precision
 
-ARMS = ("random", "length")  # data.batching
-TARGET = 1.3  # length-grouped real tokens/s over random's
+ARMS = {"before": ("random", False), "random": ("random", True), "length": ("length", True)}  # (batching, scored only)
+TARGET = 1.3  # real tokens/s of "length" over "before"
 QUICK = {"overrides": ["model=tiny_llama", "data.size=48", "data.test_size=4", "data.pool_size=120",
                        "data.max_length=320"], "steps": 2, "peak_size": 256}
 Batch = dict[str, torch.Tensor]
@@ -84,17 +88,19 @@ class Arm:
         return batch
 
 
-def step_fn(model: torch.nn.Module, precision: str) -> Callable[[Batch], None]:
-    """One training step as the trainer takes it: the token-mean response loss under the training precision,
-    backward, gradient clipping, AdamW, zero_grad."""
+def step_fn(model: torch.nn.Module, cfg: DictConfig, precision: str, scored_only: bool) -> Callable[[Batch], None]:
+    """One training step as the trainer takes it: the token-mean response loss of :class:`AdapterLM` under the
+    training precision (``scored_only=False``: the LM head at every position, as before), backward, gradient
+    clipping, AdamW, zero_grad."""
     autocast = _autocast(precision)
+    lm = AdapterLM(model, cfg.trainer)
+    lm._keeps_logits = lm._keeps_logits and scored_only
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
 
     def step(batch: Batch) -> None:
         with autocast():
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            loss, mask = token_losses(logits, batch["labels"])
+            loss, mask = lm(batch)
             mean = (loss * mask).sum() / mask.sum().clamp(min=1)
         mean.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -125,16 +131,17 @@ def arm_result(arm: Arm, times: list[float], flops: list[int], peak: float) -> d
 
 def markdown(report: dict[str, Any]) -> str:
     cfg, res, peak, env = report["config"], report["results"], report["peak"], report["environment"]
-    rows = [[arm, f"{r['padding_share_epoch']:.1%}", f"{r['padding_share']:.1%}", f"{r['tokens_per_s']:.1f}",
+    rows = [[f"{arm} ({ARMS[arm][0]}{', scored positions' if ARMS[arm][1] else ', every position'})",
+             f"{r['padding_share_epoch']:.1%}", f"{r['padding_share']:.1%}", f"{r['tokens_per_s']:.1f}",
              f"{r['median_s']:.3f} [{r['iqr_s']:.3f}]", f"{r['matmul_flops_per_s'] / 1e9:.1f}",
              f"{r['fraction_of_peak']:.1%}"] for arm, r in res.items()]
-    table = md_table(["data.batching", "padding share (epoch)", "padding share (timed)", "real tokens/s",
+    table = md_table(["arm (batching, LM head)", "padding share (epoch)", "padding share (timed)", "real tokens/s",
                       "median step s [IQR]", "matmul GFLOP/s", "of peak"], rows)
     t = report["target"]
     lines = [
-        "# Training throughput: random vs length-grouped batches", "",
+        "# Training throughput: before / scored-only head / length-grouped batches", "",
         *contention_note(report, env["cpus_available"], "; the ratio comes from interleaved steps"),
-        f"Length-grouped / random real tokens/s: **{t['ratio']:.2f}×** (target ≥ {t['target']:g}×: "
+        f"After (length-grouped, scored positions) / before real tokens/s: **{t['ratio']:.2f}×** (target ≥ {t['target']:g}×: "
         f"**{'met' if t['met'] else 'missed'}**).", "",
         f"LoRA on {cfg['model']}, data={cfg['data']} ({cfg['rows']} training rows, max_length {cfg['max_length']}), "
         f"batch {cfg['batch_size']}, bucket_batches {cfg['bucket_batches']}, precision {cfg['precision']}; "
@@ -189,14 +196,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     inject_adapters(model, cfg.adapter, quantum=cfg.quantum)
     model.train()
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
-    arms = {name: Arm(cfg, name, tokenizer, args.steps) for name in ARMS}
-    step = step_fn(model, precision)
+    arms = {name: Arm(cfg, batching, tokenizer, args.steps) for name, (batching, _) in ARMS.items()}
+    steps = {name: step_fn(model, cfg, precision, scored) for name, (_, scored) in ARMS.items()}
     # Untimed pass over every timed batch: its matmul FLOPs (they depend on the batch's shape only), and warm-up.
-    flops = {name: [step_flops(lambda b=b: step(b)) for b in arm.timed] for name, arm in arms.items()}
+    flops = {name: [step_flops(lambda b=b, s=steps[name]: s(b)) for b in arm.timed] for name, arm in arms.items()}
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
     matmul, matmul_flops = matmul_job(args.peak_size, dtype)
     matmul()
-    jobs = {**{name: (lambda a=arm: step(a.next_batch())) for name, arm in arms.items()}, "peak": matmul}
+    jobs = {**{name: (lambda a=arm, s=steps[name]: s(a.next_batch())) for name, arm in arms.items()}, "peak": matmul}
     samples = [load_average()]
     times, _ = round_robin(jobs, len(next(iter(arms.values())).timed))
     samples.append(load_average())
@@ -204,7 +211,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "times_s": times["peak"], "best_flops_per_s": matmul_flops / min(times["peak"]),
             "median_flops_per_s": matmul_flops / summarize(times["peak"])["median_s"]}
     results = {name: arm_result(arm, times[name], flops[name], peak["best_flops_per_s"]) for name, arm in arms.items()}
-    ratio = results["length"]["tokens_per_s"] / results["random"]["tokens_per_s"]
+    ratio = results["length"]["tokens_per_s"] / results["before"]["tokens_per_s"]
     threads = torch.get_num_threads()
     report.update(
         benchmark="throughput", schema_version=1,
