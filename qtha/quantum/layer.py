@@ -61,11 +61,12 @@ class QNN(nn.Module):
     Gradients on a device without backprop/adjoint (hardware, shots) use parameter-shift, whose
     cost is circuits, not FLOPs: per token one forward circuit plus, for every gate angle that
     needs a gradient, one circuit per shift term — 2 for RX/RY/RZ, 4 for CRZ (two frequencies).
-    Token angles need gradients too when the layer feeding the QNN trains (QTHA's A_lin). Default
-    QTHA (n_qubits=4, 1 layer: 16 weights = 8 RY + 8 CRZ, 4 input RYs): 1 + 8·2 + 8·4 + 4·2 = 57
-    circuits per token per QNN (measured), i.e. 57 × batch × tokens per step per adapted module,
-    in two device calls (forward batch, shifted batch). The rule of thumb "2 × 16 weights + 1 = 33"
-    undercounts: CRZ has a four-term rule and the input angles are shifted too.
+    Token angles need gradients too when the layer feeding the QNN trains (QTHA's A_lin). For 4 qubits
+    and 1 layer (``adapter=qtha_spec_v1``: 16 weights = 8 RY + 8 CRZ, 4 input RYs): 1 + 8·2 + 8·4 + 4·2 = 57
+    circuits per token per QNN (measured); at the default L = r = 4 layers, 1 + 4·(8·2 + 8·4 + 4·2) = 225.
+    That is 57 (225) × batch × tokens per step per adapted module, in two device calls (forward batch,
+    shifted batch); :mod:`qtha.quantum.resources` counts it for every run. The rule of thumb
+    "2 × 16 weights + 1 = 33" undercounts: CRZ has a four-term rule and the input angles are shifted too.
     """
 
     def __init__(self, n_qubits: int, n_layers: int = 1, ansatz: str = "qtha", backend: str = "torch",
