@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -92,6 +92,18 @@ class AdapterLayer(nn.Module, ABC):
         """Scaled update as a (d_out, d_in) matrix in the adapter dtype; mergeable adapters only."""
         raise AdapterMergeError(self._not_mergeable_message())
 
+    def adapt_to_state(self, state: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+        """A checkpoint's tensors for this layer (keys relative to it), as this layer loads them: called before
+        every load (:func:`qtha.adapters.load_adapter_state_dict`, ``load_state_dict``), so a layer whose
+        checkpoint format changed can read the earlier one (renaming keys, or switching itself to the format
+        the file holds). Default: ``state`` as it is."""
+        return state
+
+    def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, *args: Any, **kwargs: Any) -> None:
+        mine = {k[len(prefix):]: state_dict.pop(k) for k in [k for k in state_dict if k.startswith(prefix)]}
+        state_dict.update({prefix + k: v for k, v in self.adapt_to_state(mine).items()})
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def factory_kwargs(self) -> dict[str, Any]:
         """Device of the base weight (``meta`` included) and the adapter dtype, for new tensors."""
         return {"device": self.base.weight.device, "dtype": self._dtype}
@@ -160,3 +172,11 @@ class AdapterLayer(nn.Module, ABC):
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, scaling={self.scaling:g}, merged={self.merged}"
+
+    # ------------------------------------------------------------------ generation
+    def base_used_as_module_only(self) -> bool:
+        """Whether the forward reaches the frozen base only by calling ``self.base(x)``, never reading its
+        weight: then generation may hand the base a bf16 copy of its weight under a bf16 autocast (the values
+        autocast casts it to anyway, :func:`qtha.generation.autocast_weights`). A layer that computes with
+        ``base.weight`` itself (DoRA's norms) must say False."""
+        return True

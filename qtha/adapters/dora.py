@@ -151,5 +151,9 @@ class DoRALayer(LoRALayer):
     def num_params(cls, cfg: AdapterConfig, d_in: int, d_out: int) -> int:
         return super().num_params(cfg, d_in, d_out) + d_out
 
+    def base_used_as_module_only(self) -> bool:
+        """False: the forward computes ‖W0 + s·BA‖ and W0·x from the fp32 W0 itself."""
+        return False
+
 
 register_adapter("dora", DoRAConfig, DoRALayer)

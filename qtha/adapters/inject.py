@@ -158,6 +158,11 @@ def load_adapter_state_dict(model: nn.Module, state: dict[str, Tensor], strict: 
     """
     if any(layer.merged for _, layer in adapter_layers(model)):
         raise AdapterMergeError("unmerge adapters before loading new adapter weights")
+    for prefix, layer in adapter_layers(model):  # a layer may read (or switch to) an earlier format
+        start = f"{prefix}." if prefix else ""
+        mine = {k[len(start):]: v for k, v in state.items() if k.startswith(start)}
+        state = {k: v for k, v in state.items() if not k.startswith(start)}
+        state.update({start + k: v for k, v in layer.adapt_to_state(mine).items()})
     live = _adapter_tensors(model)
     missing = sorted(live.keys() - state.keys())
     unexpected = sorted(state.keys() - live.keys())

@@ -41,6 +41,11 @@ class LoRALayer(AdapterLayer):
     def delta(self, x: Tensor) -> Tensor:
         return self.lora_B(self.lora_A(x))
 
+    def _compute_dtype(self) -> torch.dtype:
+        """``lora_A``'s dtype — what the base class finds by walking the parameters, on every call, which is
+        a measurable share of a generated token (60 calls per step on SmolLM2)."""
+        return self.lora_A.weight.dtype
+
     def delta_weight(self) -> Tensor:
         return self.scaling * (self.lora_B.weight @ self.lora_A.weight)
 

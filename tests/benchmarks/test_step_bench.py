@@ -38,7 +38,7 @@ def test_quick_step_benchmark_writes_json_and_markdown(tmp_path: Path, python_pr
     assert results["lora"]["step_ratio_to_lora"] == results["lora"]["flop_ratio_to_lora"] == 1.0
 
     targets = {(t["target"].split(" ≤")[0], t["adapter"]) for t in report["targets"]}
-    assert {("QTHA step", "qtha-full"), ("QuanTA step", "quanta")} <= targets
+    assert {("qtha-full step", "qtha-full"), ("quanta step", "quanta")} <= targets
     assert {a for kind, a in targets if kind == "checkpoint"} == {"lora", "quanta", "qtha-full"}
     assert {a for kind, a in targets if kind == "peak RSS"} == {"none", "quanta", "qtha-full"}
     for t in report["targets"]:
