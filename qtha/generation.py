@@ -29,9 +29,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from qtha.adapters.base import AdapterLayer
 from qtha.data.formatting import Message
 
-try:  # transformers ≥ 4.56: caches made of per-layer objects
+try:  # transformers whose caches are made of per-layer objects (the lock has 5.24)
     from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
-except ImportError:  # older: generate keeps its own cache
+except ImportError:  # older ones: generate keeps its own cache
     DynamicLayer = None
 
 

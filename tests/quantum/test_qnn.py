@@ -424,7 +424,7 @@ def test_no_grad_calls_reuse_the_unitaries_until_the_weights_change():
         q.weights.add_(0.3)
         moved = q(x)
     assert q._sim_cache["key"] != key
-    fresh = torchsim.simulate(q._plan, x, q.weights.detach())
+    fresh = torchsim.simulate(q._plan, x, q.weights.detach(), "unitary")  # kept unitaries: the unitary path
     torch.testing.assert_close(moved, fresh, rtol=0, atol=0)
     assert not torch.allclose(moved, first)
     out = q(x.requires_grad_(True))  # with gradients: built afresh, differentiable

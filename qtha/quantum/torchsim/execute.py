@@ -69,8 +69,11 @@ def simulate(plan: Plan, inputs: Tensor, weights: Tensor, mode: str = "auto",
     else:
         ops: list[Op] = []
         phases: dict[tuple, Tensor] = {}  # identical diagonal passes (re-upload layers) share one phase tensor
+        # Unitaries kept between calls cost nothing to build: then every grouped block uses one (a decode step's
+        # handful of tokens would otherwise take the gate-by-gate path, ~10× the ops).
+        kept = {i for g in pl.groups for i in g.blocks} if _reusable(cache, inputs, weights) else set()
         unitary = {i for i, b in enumerate(pl.blocks)
-                   if not b.data and (use_unitary(b, n, n_tok) if mode == "auto" else mode == "unitary")}
+                   if not b.data and (i in kept or use_unitary(b, n, n_tok) if mode == "auto" else mode == "unitary")}
         mats = _cached_unitaries(pl, unitary, inputs, weights, w_ext, rdtype, cache)
         for i, block in enumerate(pl.blocks):
             if i in unitary:
@@ -121,11 +124,16 @@ def _fixed_unitary(block: Block, n: int, x: Tensor, w_ext: Tensor, rdtype: torch
     return s
 
 
+def _reusable(cache: Optional[dict], x: Tensor, weights: Tensor) -> bool:
+    """Whether this call may keep its unitaries in ``cache``: it has one and needs no gradient."""
+    return cache is not None and not (torch.is_grad_enabled() and (weights.requires_grad or x.requires_grad))
+
+
 def _cached_unitaries(pl: Plan, wanted: set[int], x: Tensor, weights: Tensor, w_ext: Tensor,
                       rdtype: torch.dtype, cache: Optional[dict]) -> dict[int, Tensor]:
     """:func:`_unitaries`, kept in ``cache`` between calls that need no gradient (evaluation and
     generation call the QNN once per decoded token) while the weights are unchanged."""
-    if cache is None or (torch.is_grad_enabled() and (weights.requires_grad or x.requires_grad)):
+    if not _reusable(cache, x, weights):
         return _unitaries(pl, wanted, x, w_ext, rdtype)
     key = (weights.data_ptr(), weights._version, str(x.device), rdtype, frozenset(wanted))
     if cache.get("key") != key:
