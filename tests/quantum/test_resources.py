@@ -41,7 +41,8 @@ def test_shift_circuits_equal_the_tapes_pennylanes_parameter_shift_generates(ans
     assert cost.weight_shifts + cost.input_shifts == len(tapes)
 
 
-@pytest.mark.parametrize("method, shots", [("parameter-shift", None), ("finite-diff", None), ("best", 100)])
+@pytest.mark.parametrize("method, shots", [pytest.param("parameter-shift", None, marks=pytest.mark.slow),
+                                           ("finite-diff", None), pytest.param("best", 100, marks=pytest.mark.slow)])
 def test_the_account_equals_the_executions_a_device_receives(method, shots):
     """Training tokens (input angles fed by a trained layer), then tokens without gradient: the account's
     circuits are exactly what PennyLane's tracker saw the device execute."""
