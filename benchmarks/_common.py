@@ -110,3 +110,25 @@ def write_outputs(out_dir: str | Path, stem: str, data: dict[str, Any], markdown
     atomic_write_text(json_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(md_path, markdown.rstrip() + "\n")
     return json_path, md_path
+
+
+def ints(text: str) -> list[int]:
+    """A comma-separated list of ints (an argparse ``type``)."""
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def apply_quick(args: Any, quick: dict[str, Any]) -> None:
+    """Overwrite ``args`` with a script's ``--quick`` sizes when the flag is set."""
+    if args.quick:
+        for k, v in quick.items():
+            setattr(args, k, v)
+
+
+def machine_line(report: dict[str, Any], threads: int, packages: Sequence[str], rss: str = "peak RSS") -> str:
+    """The markdown's provenance line: machine, CPUs, threads, load, package versions, git, start, wall, RSS."""
+    env, vers, load = report["environment"], report["versions"], report["load_average"]
+    pkgs = ", ".join(f"{p} {vers.get(p)}" for p in packages)
+    return (f"Machine: {env['hostname']}, {env['platform']}, {env['cpu_count']} CPUs ({env['cpus_available']} "
+            f"available), torch threads {threads}, OMP_NUM_THREADS {env['omp_num_threads']}; load average "
+            f"{load['start']} at the start, {load['end']} at the end; {pkgs}; git {report['git_sha']}; "
+            f"{report['started_at']}; wall {report['wall_time_s']:.0f} s, {rss} {report['peak_rss_mb']:.0f} MB.")

@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from _common import contended, contention_note, load_average, md_table, peak_rss_mb, round_robin, run_info, \
+from _common import apply_quick, machine_line, contended, contention_note, load_average, md_table, peak_rss_mb, round_robin, run_info, \
     summarize, write_outputs
 from step import _autocast, _shared_copy
 from qtha.adapters import inject_adapters
@@ -155,7 +155,7 @@ def evaluate(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    cfg, env, vers = report["config"], report["environment"], report["versions"]
+    cfg, env = report["config"], report["environment"]
     rows = []
     for name, r in report["results"].items():
         same = {True: "yes", False: "**NO**"}.get(r.get("identical_to_plain"), "(reference)" if name.startswith(
@@ -185,10 +185,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         table,
         "",
-        f"Machine: {env['hostname']}, {env['platform']}, {env['cpu_count']} CPUs ({env['cpus_available']} "
-        f"available), torch threads {cfg['threads']}; torch {vers.get('torch')}, transformers "
-        f"{vers.get('transformers')}; git {report['git_sha']}; {report['started_at']}; wall "
-        f"{report['wall_time_s']:.0f} s, peak RSS {report['peak_rss_mb']:.0f} MB.",
+        machine_line(report, cfg["threads"], ("torch", "transformers")),
     ]
     return "\n".join(lines)
 
@@ -204,9 +201,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help=f"tiny sizes for tests: {QUICK}")
     p.add_argument("--out", default="results/benchmarks", help="directory for generate.json/.md")
     args = p.parse_args(argv)
-    if args.quick:
-        for k, v in QUICK.items():
-            setattr(args, k, v)
+    apply_quick(args, QUICK)
     if min(args.rows, args.new_tokens, args.repeats) < 1 or (args.threads is not None and args.threads < 1):
         p.error("--rows, --new-tokens, --repeats and --threads must be >= 1")
     return args

@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from _common import (contended, contention_note, load_average, md_table, peak_rss_mb, round_robin, run_info,
+from _common import (apply_quick, ints, machine_line, contended, contention_note, load_average, md_table, peak_rss_mb, round_robin, run_info,
                      summarize, write_outputs)
 from qtha.quantum import QNN
 
@@ -153,7 +153,6 @@ def _s(v: float) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     s, env = report["summary"], report["environment"]
-    vers = report["versions"]
     at = s["min_ratio_at"]
     per_kernel = ", ".join(f"{k} {v:.1f}" for k, v in s["min_ratio_by_kernel"].items())
     rows = []
@@ -197,25 +196,16 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         table,
         "",
-        f"Machine: {env['hostname']}, {env['platform']}, {env['cpu_count']} CPUs "
-        f"({env['cpus_available']} available), "
-        f"torch threads {report['config']['threads']}, OMP_NUM_THREADS {env['omp_num_threads']}; "
-        f"torch {vers.get('torch')}, pennylane {vers.get('pennylane')}, "
-        f"pennylane-lightning {vers.get('pennylane-lightning')}; git {report['git_sha']}; "
-        f"{report['started_at']}; wall {report['wall_time_s']:.0f} s, peak RSS {report['peak_rss_mb']:.0f} MB.",
+        machine_line(report, report["config"]["threads"], ("torch", "pennylane", "pennylane-lightning")),
     ]
     return "\n".join(lines)
 
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
-
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--qubits", type=_ints, default=list(range(2, 11)), help="comma-separated n_qubits")
-    p.add_argument("--layers", type=_ints, default=[1, 2, 3, 4], help="comma-separated layer counts")
-    p.add_argument("--tokens", type=_ints, default=[4096], help="comma-separated token counts N")
+    p.add_argument("--qubits", type=ints, default=list(range(2, 11)), help="comma-separated n_qubits")
+    p.add_argument("--layers", type=ints, default=[1, 2, 3, 4], help="comma-separated layer counts")
+    p.add_argument("--tokens", type=ints, default=[4096], help="comma-separated token counts N")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per contender and size")
     p.add_argument("--lightning-tokens", type=int, default=16, help="tokens lightning.qubit is timed on")
     p.add_argument("--threads", type=int, default=None,
@@ -225,9 +215,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help=f"tiny grid for tests: {QUICK}")
     p.add_argument("--out", default="results/benchmarks", help="directory for qnn.json and qnn.md")
     args = p.parse_args(argv)
-    if args.quick:
-        for k, v in QUICK.items():
-            setattr(args, k, v)
+    apply_quick(args, QUICK)
     if args.repeats < 1 or args.lightning_tokens < 1 or not (args.qubits and args.layers and args.tokens) \
             or min(args.tokens) < 1 or (args.threads is not None and args.threads < 1):
         p.error("--repeats, --lightning-tokens, --threads and every N must be >= 1; "

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from _common import (contended, contention_note, load_average, md_table, peak_rss_mb, round_robin, run_info,
+from _common import (apply_quick, machine_line, contended, contention_note, load_average, md_table, peak_rss_mb, round_robin, run_info,
                      summarize, write_outputs)
 from qtha.adapters import count_trainable, inject_adapters, save_adapter
 from qtha.backbone import load_backbone, meta_model
@@ -213,7 +213,7 @@ def evaluate(results: dict[str, dict], shape: bool = False) -> list[dict[str, An
 
 
 def markdown(report: dict[str, Any]) -> str:
-    cfg, env, vers = report["config"], report["environment"], report["versions"]
+    cfg, env = report["config"], report["environment"]
     what = (f"one `q_proj` {cfg['shapes']['q_proj']} + `v_proj` {cfg['shapes']['v_proj']} shaped like "
             f"`{cfg['shape']}`, {cfg['n_tokens']} tokens" if cfg["shape"] else
             f"`{cfg['model']}`, batch {cfg['rows']} × {cfg['seq']} tokens (loss on the second half)")
@@ -240,10 +240,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         table,
         "",
-        f"Machine: {env['hostname']}, {env['platform']}, {env['cpu_count']} CPUs ({env['cpus_available']} "
-        f"available), torch threads {cfg['threads']}; torch {vers.get('torch')}, transformers "
-        f"{vers.get('transformers')}; git {report['git_sha']}; {report['started_at']}; wall "
-        f"{report['wall_time_s']:.0f} s, peak RSS of the timing process {report['peak_rss_mb']:.0f} MB.",
+        machine_line(report, cfg["threads"], ("torch", "transformers"), rss="peak RSS of the timing process"),
     ]
     return "\n".join(lines)
 
@@ -266,9 +263,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                    help="directory for step.json/.md (step_<shape>.json/.md with --shape)")
     p.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.quick:
-        for k, v in QUICK.items():
-            setattr(args, k, v)
+    apply_quick(args, QUICK)
     names = [a for a in args.adapters.split(",") if a]
     if unknown := sorted(set(names) - set(ADAPTERS)):
         p.error(f"--adapters {unknown} unknown; allowed: {', '.join(ADAPTERS)}")

@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from _common import (contended, contention_note, load_average, md_table, peak_rss_mb, round_robin, run_info,
+from _common import (machine_line, contended, contention_note, load_average, md_table, peak_rss_mb, round_robin, run_info,
                      summarize, write_outputs)
 from step import _autocast, step_flops
 from qtha.adapters import inject_adapters
@@ -149,10 +149,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"matmul. Peak: best of {len(peak['times_s'])} {peak['size']}³ {peak['dtype']} matmuls, "
         f"{peak['best_flops_per_s'] / 1e9:.1f} GFLOP/s (median {peak['median_flops_per_s'] / 1e9:.1f}).", "",
         table, "",
-        f"Machine: {env['hostname']}, {env['platform']}, {env['cpu_count']} CPUs ({env['cpus_available']} "
-        f"available), torch threads {cfg['threads']}; load average {report['load_average']['start']} at the start, "
-        f"{report['load_average']['end']} at the end; torch {report['versions'].get('torch')}; git "
-        f"{report['git_sha']}; {report['started_at']}; wall {report['wall_time_s']:.0f} s.",
+        machine_line(report, cfg["threads"], ("torch",)),
     ]
     return "\n".join(lines)
 

@@ -48,7 +48,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from _common import (contended, contention_note, load_average, md_table, peak_rss_mb, round_robin,  # noqa: E402
+from _common import (apply_quick, ints, machine_line, contended, contention_note, load_average, md_table, peak_rss_mb, round_robin,  # noqa: E402
                      run_info, summarize, write_outputs)
 from qnn import rel_err, step  # noqa: E402
 from qtha.quantum import QNN  # noqa: E402
@@ -283,7 +283,7 @@ def _s(v: float) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    s, env, vers, cfg = report["summary"], report["environment"], report["versions"], report["config"]
+    s, env, cfg = report["summary"], report["environment"], report["config"]
     rows = []
     for r in report["results"]:
         med, iqr, ag = r["median_s"], r["iqr_s"], r["agreement"]
@@ -321,26 +321,17 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         table,
         "",
-        f"Machine: {env['hostname']}, {env['platform']}, {env['cpu_count']} CPUs ({env['cpus_available']} "
-        f"available), torch threads {cfg['threads']}, OMP_NUM_THREADS {env['omp_num_threads']}; "
-        f"load average {report['load_average']['start']} at the start, {report['load_average']['end']} at the end; "
-        f"torch {vers.get('torch')}, torchquantum-ng {vers.get('torchquantum-ng')}, qiskit {vers.get('qiskit')}, "
-        f"qiskit-aer {vers.get('qiskit-aer')}, qiskit-ibm-runtime {vers.get('qiskit-ibm-runtime')}, torchvision "
-        f"{vers.get('torchvision')}; git {report['git_sha']}; {report['started_at']}; wall "
-        f"{report['wall_time_s']:.0f} s, peak RSS {report['peak_rss_mb']:.0f} MB.",
+        machine_line(report, cfg["threads"], ("torch", "torchquantum-ng", "qiskit", "qiskit-aer", "qiskit-ibm-runtime",
+                                              "torchvision")),
     ]
     return "\n".join(lines)
 
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
-
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--qubits", type=_ints, default=[2, 4, 6, 8, 10], help="comma-separated n_qubits (>= 2)")
-    p.add_argument("--layers", type=_ints, default=[1, 2, 4], help="comma-separated layer counts")
-    p.add_argument("--tokens", type=_ints, default=[4096], help="comma-separated token counts N")
+    p.add_argument("--qubits", type=ints, default=[2, 4, 6, 8, 10], help="comma-separated n_qubits (>= 2)")
+    p.add_argument("--layers", type=ints, default=[1, 2, 4], help="comma-separated layer counts")
+    p.add_argument("--tokens", type=ints, default=[4096], help="comma-separated token counts N")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per contender, dtype and size")
     p.add_argument("--tq-memory-gb", type=float, default=3.0,
                    help="TorchQuantum's autograd graph per chunk of tokens stays under this")
@@ -352,9 +343,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--check-env", action="store_true",
                    help="print torch / torchquantum / qiskit versions; exit 1 unless torch is a CPU build")
     args = p.parse_args(argv)
-    if args.quick:
-        for k, v in QUICK.items():
-            setattr(args, k, v)
+    apply_quick(args, QUICK)
     if args.repeats < 1 or args.tq_memory_gb <= 0 or not (args.qubits and args.layers and args.tokens) \
             or min(args.tokens) < 1 or min(args.layers) < 1 or (args.threads is not None and args.threads < 1):
         p.error("--repeats, --threads, every layer count and N must be >= 1, --tq-memory-gb > 0; "

@@ -8,11 +8,12 @@ really is.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
@@ -101,3 +102,24 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data slices not found at {SHARED_DATA} (only CI and the team's machines have them)")
     return SHARED_DATA
+
+
+_REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def quick_benchmark(tmp_path: Path, python_process: Callable) -> Callable[..., tuple[dict[str, Any], str]]:
+    """``run(name)``: ``benchmarks/<name>.py --quick --threads 1`` into a temp folder; (its JSON report, its markdown)."""
+
+    def run(name: str, timeout: int = 600) -> tuple[dict[str, Any], str]:
+        out = tmp_path / "out"
+        proc = python_process([f"benchmarks/{name}.py", "--quick", "--threads", "1", "--out", str(out)], cwd=_REPO,
+                              timeout=timeout)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert sorted(p.name for p in out.iterdir()) == [f"{name}.json", f"{name}.md"]  # no temp files left behind
+        report = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
+        assert report["benchmark"] == name and report["schema_version"] == 1
+        assert report["versions"]["torch"] and "git_sha" in report and report["wall_time_s"] > 0
+        return report, (out / f"{name}.md").read_text(encoding="utf-8")
+
+    return run

@@ -4,23 +4,13 @@ No wall-clock assertion: timings depend on the machine and its load; only their 
 """
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
 CONTENDERS = ["plain:bare", "qtha:bare", "plain:lora", "qtha:lora", "plain:qtha", "qtha:qtha"]
 
 
-def test_quick_generate_benchmark_writes_json_and_markdown(tmp_path: Path, python_process) -> None:
-    proc = python_process(["benchmarks/generate.py", "--quick", "--threads", "1", "--out", str(tmp_path / "out")],
-                          cwd=ROOT, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["generate.json", "generate.md"]
-
-    report = json.loads((tmp_path / "out" / "generate.json").read_text(encoding="utf-8"))
-    assert report["benchmark"] == "generate" and report["schema_version"] == 1
-    assert report["versions"]["torch"] and "git_sha" in report and report["wall_time_s"] > 0
+def test_quick_generate_benchmark_writes_json_and_markdown(quick_benchmark) -> None:
+    report, md = quick_benchmark("generate")
     cfg = report["config"]
     assert cfg["quick"] and cfg["threads"] == 1 and cfg["model"] == "tiny_llama" and cfg["reference"] == "plain:bare"
     assert cfg["contenders"] == CONTENDERS and len(cfg["prompt_tokens"]) == cfg["rows"]
@@ -42,7 +32,6 @@ def test_quick_generate_benchmark_writes_json_and_markdown(tmp_path: Path, pytho
     for t in report["targets"]:
         assert t["met"] == (t["ratio"] >= t["limit"])
 
-    md = (tmp_path / "out" / "generate.md").read_text(encoding="utf-8")
     assert len(re.findall(r"\*\*(met|missed)\*\* \(ratio [0-9.]+\)", md)) == len(report["targets"])
     assert "plain path's generations on every model: **yes**" in md
     assert md.count("\n| ") == len(results) + 1  # header + one row per contender

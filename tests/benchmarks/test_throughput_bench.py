@@ -4,22 +4,14 @@ No wall-clock assertion: timings depend on the machine and its load; only their 
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_quick_throughput_benchmark_writes_json_and_markdown(tmp_path: Path, python_process) -> None:
-    proc = python_process(["benchmarks/throughput.py", "--quick", "--threads", "1", "--out", str(tmp_path / "out")],
-                          cwd=ROOT, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["throughput.json", "throughput.md"]
-
-    report = json.loads((tmp_path / "out" / "throughput.json").read_text(encoding="utf-8"))
-    assert report["benchmark"] == "throughput" and report["schema_version"] == 1
-    assert report["versions"]["torch"] and "git_sha" in report and report["wall_time_s"] > 0
+def test_quick_throughput_benchmark_writes_json_and_markdown(quick_benchmark) -> None:
+    report, md = quick_benchmark("throughput")
     assert len(report["load_average"]["start"]) == 3 and isinstance(report["contended"], bool)
     cfg = report["config"]
     assert cfg["quick"] and cfg["threads"] == 1 and cfg["model"] == "tiny_llama" and cfg["data"] == "synthetic_math"
@@ -41,7 +33,6 @@ def test_quick_throughput_benchmark_writes_json_and_markdown(tmp_path: Path, pyt
     assert t["target"] == 1.3 and t["met"] == (t["ratio"] >= 1.3)
     assert t["ratio"] == results["length"]["tokens_per_s"] / results["before"]["tokens_per_s"]
 
-    md = (tmp_path / "out" / "throughput.md").read_text(encoding="utf-8")
     assert re.search(r"real tokens/s: \*\*[0-9.]+×\*\* \(target ≥ 1\.3×: \*\*(met|missed)\*\*\)", md)
     assert md.count("\n| ") == len(results) + 1  # header + one row per arm
 
