@@ -2,6 +2,8 @@
 rates come from its selection's records (``${qtha.selected:…}``), never typed in."""
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,14 +34,24 @@ def _fake_selection(results: Path, experiment: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def selections(tmp_path_factory, request) -> Path:
+def selections(tmp_path_factory) -> Callable[[str], Path]:
+    """``selections(experiment)``: a results folder holding fake records of every selection ``experiment`` reads.
+
+    Selections are faked on first need (each costs one composition per method), so a test pays only for its own."""
     shared = Path(__file__).resolve().parents[2] / "shared" / "data"
     if not shared.is_dir():
         pytest.skip(f"shared data slices not found at {shared}")
     results = tmp_path_factory.mktemp("results")
-    for experiment in SELECTIONS:
-        _fake_selection(results, experiment)
-    return results
+    faked: set[str] = set()
+
+    def results_for(experiment: str) -> Path:
+        text = (CONF_DIR / "experiment" / f"{experiment}.yaml").read_text()
+        for selection in sorted(set(re.findall(r"qtha\.selected:(\w+)", text)) - faked):
+            _fake_selection(results, selection)
+            faked.add(selection)
+        return results
+
+    return results_for
 
 
 TABLES = [e for e in EXPERIMENTS if e not in PROTOCOLS | CALIBRATIONS]
@@ -58,7 +70,8 @@ FAST_TABLES = {"select_default", "cpsycound_main", "qtha_controls", "noise_eval"
 
 @pytest.mark.parametrize("name", [n if n in FAST_TABLES else pytest.param(n, marks=pytest.mark.slow) for n in TABLES])
 def test_every_table_is_one_experiment_with_a_sweep_whose_ends_validate(name, selections):
-    jobs = expand_sweeps([f"experiment={name}", f"results_dir={selections}"], sweeper_params([f"experiment={name}"]))
+    jobs = expand_sweeps([f"experiment={name}", f"results_dir={selections(name)}"],
+                         sweeper_params([f"experiment={name}"]))
     assert len(jobs) >= 2
     for job in (jobs[0], jobs[-1]):
         compose_checked(job)
@@ -67,18 +80,21 @@ def test_every_table_is_one_experiment_with_a_sweep_whose_ends_validate(name, se
 @pytest.mark.slow  # ~500 compositions: what `python -m qtha.run -m experiment=<name>` checks before its first job
 @pytest.mark.parametrize("name", TABLES)
 def test_every_job_of_every_table_validates(name, selections):
-    assert check_jobs([f"experiment={name}", f"results_dir={selections}"], multirun=True) >= 2
+    assert check_jobs([f"experiment={name}", f"results_dir={selections(name)}"], multirun=True) >= 2
 
 
-@pytest.mark.parametrize("name", [e for e in EXPERIMENTS if e.endswith("_main") or e in ("design_card",)])
+# The fast tier reads two selections (one per protocol kind); the full suite all of them.
+@pytest.mark.parametrize("name", [n if n in ("cpsycound_main", "design_card") else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in EXPERIMENTS if n.endswith("_main") or n == "design_card"])
 def test_main_comparisons_read_the_selected_rate(name, selections):
-    (job, *_) = expand_sweeps([f"experiment={name}", f"results_dir={selections}"],
+    (job, *_) = expand_sweeps([f"experiment={name}", f"results_dir={selections(name)}"],
                               sweeper_params([f"experiment={name}"]))
     assert compose_checked(job).trainer.lr == 1e-3
 
 
 def test_the_knob_sweeps_take_the_default_configs_rate(selections):
-    job = ["experiment=bond_dim_sweep", "adapter=qtha", "adapter.bond_dim=16", f"results_dir={selections}"]
+    job = ["experiment=bond_dim_sweep", "adapter=qtha", "adapter.bond_dim=16",
+           f"results_dir={selections('bond_dim_sweep')}"]
     assert compose_checked(job).trainer.lr == 1e-3
 
 

@@ -26,7 +26,8 @@ def test_the_76_percent_question_at_7b():
 
 
 @pytest.mark.parametrize("preset,models", [("qtha_match_smollm2", ["smollm2_135m"]),
-                                           ("qtha_match_7b", ["qwen2_7b", "deepseek_r1_distill_qwen_7b"])])
+                                           pytest.param("qtha_match_7b", ["qwen2_7b", "deepseek_r1_distill_qwen_7b"],
+                                                        marks=pytest.mark.slow)])  # two 7B meta models
 def test_the_parameter_matched_presets_are_within_10_percent_of_lora_r4(preset, models):
     for model in models:
         assert 0.9 <= count([f"model={model}", f"adapter={preset}"])["versus_lora"]["r4"]["ratio"] <= 1.1

@@ -30,6 +30,7 @@ def test_report_writes_every_output(results_dir: Path, tmp_path: Path, fake_coun
     assert "`python -m qtha.report --results" in (out / "REPRODUCTION.md").read_text()
 
 
+@pytest.mark.slow  # a second whole report (~1.5 s); the fast tier writes one above
 def test_named_experiment_only(results_dir: Path, tmp_path: Path, fake_counts):
     assert cli.main(["qubits_sweep", "--results", str(results_dir), "--out", str(tmp_path)]) == 0
     assert not (tmp_path / "tables/design_card.md").exists() and (tmp_path / "tables/qubits_sweep.md").exists()
@@ -49,6 +50,7 @@ def test_schema_change_exits_2_with_one_line(results_dir: Path, tmp_path: Path, 
     assert not (tmp_path / "REPRODUCTION.md").exists()
 
 
+@pytest.mark.slow  # builds three 7B-shaped configs' meta models (~2 s)
 def test_count_rows_calls_qtha_params():
     rows = counts.count_rows(models=("qwen2_7b",), configs=("lora", "qtha", "qtha_spec_v1"))
     assert isinstance(rows, pd.DataFrame)

@@ -30,6 +30,7 @@ def test_design_card_figures_are_written_and_non_empty(results_dir: Path, tmp_pa
     assert not list(tmp_path.glob("figures/.*.tmp"))  # atomic writes leave no temp files
 
 
+@pytest.mark.slow  # a second figure set (~2 s); the design card's figures above are the fast tier's
 def test_a_swept_knob_gets_its_own_plot(results_dir: Path, tmp_path: Path):
     names = {p.name for p in _write(results_dir, "qubits_sweep", tmp_path)}
     assert "qubits_sweep_vs_n_qubits.png" in names
