@@ -23,6 +23,7 @@ class LoRALayer(AdapterLayer):
     """Low-rank update; ``lora_A`` / ``lora_B`` are named modules so checkpoint keys read like peft's."""
 
     mergeable: ClassVar[bool] = True
+    autocast_input: ClassVar[bool] = True
 
     def __init__(self, base: nn.Linear, cfg: AdapterConfig, *, dtype: torch.dtype = torch.float32):
         super().__init__(base, cfg, dtype=dtype)

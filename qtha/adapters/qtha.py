@@ -18,6 +18,7 @@ small linears Kaiming-uniform with a = 0, MPO cores Kaiming-normal, QNN angles U
 Speed: the maps on either side of the QNN are linear, so MPO_A and A_lin (and B_lin and MPO_B) run as
 one product matrix whenever that costs fewer multiply-adds (:func:`_fold`): the tokens then see a d×r
 map, like LoRA's, instead of the d×m MPO map (m = 256 would cost about as much as the frozen q_proj).
+Without gradients the two products are kept between calls until a factor changes (generation).
 
 Width convention: the QNN reads c as rotation angles, so c has one entry per qubit
 (n_q, default r); the fusion matrices map back to r (W_q, W_c ∈ R^{r×n_q}). With the
@@ -110,22 +111,37 @@ def _product(left: nn.Module, right: nn.Module) -> Tensor:
     return right.contract(left.weight, transposed=True) if isinstance(right, MPO) else left.contract(right.weight.T).T
 
 
-def _chain(left: Optional[nn.Module], right: Optional[nn.Module], x: Tensor, n_tokens: int) -> Tensor:
+def _chain(left: Optional[nn.Module], right: Optional[nn.Module], x: Tensor, n_tokens: int, kept: dict) -> Tensor:
     """left(right(x)) for an MPO and a bias-free ``nn.Linear`` (either may be None = identity), as one
     product matrix when :func:`_fold` finds it cheaper — the same map, by associativity, recomputed on
     every call so gradients reach both factors. The product is formed in the adapter dtype, outside
     autocast: it is small, and a bf16 autocast would only add casts of every core. Without gradients
-    (evaluation, generation) the MPO applies its cached matrix in one op, cheaper than re-forming it."""
+    (evaluation, generation) the product is kept in ``kept`` until a factor changes: a decode step then
+    costs one d×r matmul, like LoRA's, instead of the MPO's d×m one."""
     if left is None:
         return right(x)
     if right is None:
         return left(x)
-    if not torch.is_grad_enabled() or not _fold(n_tokens, left.out_features, left.in_features, right.in_features):
+    if not torch.is_grad_enabled():
+        return nn.functional.linear(x, _kept_product(left, right, kept))
+    if not _fold(n_tokens, left.out_features, left.in_features, right.in_features):
         return left(right(x))
-    dev = x.device.type
+    return nn.functional.linear(x, _product_outside_autocast(left, right))
+
+
+def _product_outside_autocast(left: nn.Module, right: nn.Module) -> Tensor:
+    dev = next(left.parameters()).device.type
     with torch.autocast(dev, enabled=False) if torch.amp.is_autocast_available(dev) else contextlib.nullcontext():
-        weight = _product(left, right)
-    return nn.functional.linear(x, weight)
+        return _product(left, right)
+
+
+def _kept_product(left: nn.Module, right: nn.Module, kept: dict) -> Tensor:
+    """:func:`_product` without gradients, rebuilt only when a factor changed (in-place updates bump
+    ``_version``), as the MPO keeps its own matrix."""
+    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in (*left.parameters(), *right.parameters()))
+    if kept.get("key") != key:
+        kept.update(key=key, weight=_product_outside_autocast(left, right))
+    return kept["weight"]
 
 
 def _silu_mlp(width: int, layers: int, **kw: Any) -> nn.Sequential:
@@ -143,12 +159,15 @@ class QTHALayer(AdapterLayer):
     """MPO + QNN + linear-fusion adapter; nonlinear in x (the QNN), hence not mergeable."""
 
     mergeable: ClassVar[bool] = False
+    autocast_input: ClassVar[bool] = True
     uses_quantum: ClassVar[bool] = True
 
     def __init__(self, base: nn.Linear, cfg: QTHAConfig, *, dtype: torch.dtype = torch.float32,
                  quantum: Optional[QuantumConfig] = None) -> None:
         super().__init__(base, cfg, dtype=dtype)
         self.variant = cfg.variant
+        self._kept_A: dict = {}  # A_lin∘MPO_A and MPO_B∘B_lin between no-gradient calls (:func:`_kept_product`)
+        self._kept_B: dict = {}
         kw = self.factory_kwargs()
         d_in, d_out, m = self.in_features, self.out_features, cfg.bottleneck
         if cfg.variant in _USES_MPO:
@@ -189,13 +208,13 @@ class QTHALayer(AdapterLayer):
         n_tokens = x.numel() // x.shape[-1]
         if self.variant == "mpo":  # two m-wide maps: their product is no thinner, so never folded
             return self.mpo_B(self.mpo_A(x))
-        c = _chain(self.A_lin, getattr(self, "mpo_A", None), x, n_tokens)
+        c = _chain(self.A_lin, getattr(self, "mpo_A", None), x, n_tokens, self._kept_A)
         o = self.W_c(c) if hasattr(self, "W_c") else 0
         if hasattr(self, "W_q"):
             o = o + self.W_q(self.qnn(c).to(c.dtype))
         elif hasattr(self, "mlp"):
             o = o + self.mlp(c)
-        return _chain(getattr(self, "mpo_B", None), self.B_lin, o, n_tokens)
+        return _chain(getattr(self, "mpo_B", None), self.B_lin, o, n_tokens, self._kept_B)
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:

@@ -243,6 +243,31 @@ def test_gradients_reach_adapter_only(s: Subject) -> None:
             assert p.grad is None, name
 
 
+@cases
+def test_autocast_input_changes_no_bit(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a bf16 autocast a layer with ``autocast_input`` skips the round trip of x through its dtype; the
+    output and every gradient are those of the casting path, bit for bit (dropout drawn from the same seed)."""
+    s = Subject(case, "linear")
+    model = s.adapted()
+    perturb(model)
+    model.train()
+
+    def run() -> list[Tensor]:
+        model.zero_grad()
+        x = torch.randn(2, 5, case.d_in, generator=torch.Generator().manual_seed(5)).bfloat16().requires_grad_()
+        torch.manual_seed(11)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = model(x)
+        y.float().square().sum().backward()
+        return [y, x.grad, *(p.grad for p in model.parameters() if p.requires_grad)]
+
+    fast = run()
+    for _, layer in adapter_layers(model):
+        monkeypatch.setattr(type(layer), "autocast_input", False)
+    for a, b in zip(fast, run(), strict=True):
+        assert torch.equal(a, b)
+
+
 @subjects
 def test_outputs_finite_with_base_dtype(s: Subject) -> None:
     model = s.adapted()

@@ -15,6 +15,9 @@ per token (2^n per diagonal or permutation pass, 2^n·2^g per wire range of a si
 precomputing the block's unitary costs 2^n·G plus N·4^n for one matmul. The unitary is used iff
 N·4^n + 2^n·G < N·G; both paths give the same result (tested).
 
+Without gradients and with every fixed block's unitary kept (generation), circuits of at most
+:data:`.dense.MAX_DENSE_QUBITS` qubits run through :mod:`.dense` instead: two calls per layer.
+
 Readout: ⟨Z_i⟩ = Z @ |ψ|² with a precomputed (n, 2^n) table of ±1 (above 2^22 table entries,
 per-wire marginal sums instead). ``diagonal_data=False`` plans (per-token 2×2 rotations) run
 every pass through plain autograd: the independent reference path the tests compare against.
@@ -27,6 +30,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from qtha.quantum.torchsim import dense
 from qtha.quantum.torchsim.gates import MatOp, PhaseOp, apply_fixed, cdtype, kron, shift, stacked
 from qtha.quantum.torchsim.plan import Block, DiagPass, OneQubitPass, Op, Plan, UnitaryGroup, onequbit_matrices
 
@@ -81,8 +85,11 @@ def simulate(plan: Plan, inputs: Tensor, weights: Tensor, mode: str = "auto",
             else:
                 for p in block.passes:
                     ops += p.ops(inputs, w_ext, rdtype, phases)
-        params = [op.param for op in ops if op.param is not None]
-        out = Circuit.apply(ops, pl.ztable, s, *params)
+        if kept and dense.fits(ops, s, n):  # no gradient, every unitary kept: two calls per layer
+            out = dense.run(ops, pl.ztable, s, cache)
+        else:
+            params = [op.param for op in ops if op.param is not None]
+            out = Circuit.apply(ops, pl.ztable, s, *params)
     return out.T.expand(n_tok, n)
 
 
