@@ -1,8 +1,8 @@
 """Training throughput before and after the throughput work: real tokens/s, padding share, and the step's
 matmul rate as a fraction of the machine's matmul peak, measured in the same run.
 
-Three arms, one LoRA model: ``before`` (random batches, LM head and fp32 cross-entropy at every position:
-the training step as it was), ``random`` (random batches, the head only at scored positions, as
+Three arms, one LoRA model: ``before`` (random batches, LM head and fp32 cross-entropy at every position,
+the adapter input cast to float32 and back under autocast: the training step as it was), ``random`` (random batches, the head only at scored positions, as
 :class:`qtha.module.AdapterLM` now computes the loss) and ``length`` (``data.batching=length`` too).
 
 Why: a right-padded batch computes its padding too, so the share of pad positions is throughput thrown
@@ -24,9 +24,11 @@ arms and a large matmul timed round-robin (``_common.round_robin``): load drift 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from typing import Any, Callable, Optional, Sequence
+from unittest import mock
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -37,13 +39,15 @@ from step import _autocast, step_flops
 from qtha.adapters import inject_adapters
 from qtha.backbone import load_backbone
 from qtha.compose import compose_checked, compose_job
+from qtha.adapters.lora import LoRALayer
 from qtha.data import FILE_DATASETS
 from qtha.data.module import ChatDataModule
 from qtha.errors import ConfigError
 from qtha.module import AdapterLM
 from qtha.trainer import resolve_precision
 
-ARMS = {"before": ("random", False), "random": ("random", True), "length": ("length", True)}  # (batching, scored only)
+# (batching, the head at scored positions only and the branch input uncast — see LoRALayer.autocast_input)
+ARMS = {"before": ("random", False), "random": ("random", True), "length": ("length", True)}
 TARGET = 1.3  # real tokens/s of "length" over "before"
 QUICK = {"overrides": ["model=tiny_llama", "data.size=48", "data.test_size=4", "data.pool_size=120",
                        "data.max_length=320"], "steps": 2, "peak_size": 256}
@@ -90,16 +94,17 @@ class Arm:
 
 def step_fn(model: torch.nn.Module, cfg: DictConfig, precision: str, scored_only: bool) -> Callable[[Batch], None]:
     """One training step as the trainer takes it: the token-mean response loss of :class:`AdapterLM` under the
-    training precision (``scored_only=False``: the LM head at every position, as before), backward, gradient
-    clipping, AdamW, zero_grad."""
+    training precision (``scored_only=False``: the LM head at every position and the adapter input cast up and
+    back, as before), backward, gradient clipping, AdamW, zero_grad."""
     autocast = _autocast(precision)
+    as_before = contextlib.nullcontext if scored_only else lambda: mock.patch.object(LoRALayer, "autocast_input", False)
     lm = AdapterLM(model, cfg.trainer)
     lm._keeps_logits = lm._keeps_logits and scored_only
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
 
     def step(batch: Batch) -> None:
-        with autocast():
+        with as_before(), autocast():
             loss, mask = lm(batch)
             mean = (loss * mask).sum() / mask.sum().clamp(min=1)
         mean.backward()
@@ -131,11 +136,11 @@ def arm_result(arm: Arm, times: list[float], flops: list[int], peak: float) -> d
 
 def markdown(report: dict[str, Any]) -> str:
     cfg, res, peak, env = report["config"], report["results"], report["peak"], report["environment"]
-    rows = [[f"{arm} ({ARMS[arm][0]}{', scored positions' if ARMS[arm][1] else ', every position'})",
+    rows = [[f"{arm} ({ARMS[arm][0]}{', scored positions, input uncast' if ARMS[arm][1] else ', every position, input cast'})",
              f"{r['padding_share_epoch']:.1%}", f"{r['padding_share']:.1%}", f"{r['tokens_per_s']:.1f}",
              f"{r['median_s']:.3f} [{r['iqr_s']:.3f}]", f"{r['matmul_flops_per_s'] / 1e9:.1f}",
              f"{r['fraction_of_peak']:.1%}"] for arm, r in res.items()]
-    table = md_table(["arm (batching, LM head)", "padding share (epoch)", "padding share (timed)", "real tokens/s",
+    table = md_table(["arm (batching, LM head, adapter input under autocast)", "padding share (epoch)", "padding share (timed)", "real tokens/s",
                       "median step s [IQR]", "matmul GFLOP/s", "of peak"], rows)
     t = report["target"]
     lines = [

@@ -54,7 +54,7 @@ class LastCheckpoint(Callback):
         self.saved_step, self.just_saved = -1, False
 
     def _save(self, trainer: "L.Trainer") -> None:
-        tmp = self.path.with_name(f".{LAST}.tmp")
+        tmp = self.path.with_name(f".{LAST}.{os.getpid()}.tmp")  # the process's own: never another run's file
         trainer.save_checkpoint(tmp, weights_only=False)  # full training state; every rank calls it, rank zero writes
         if trainer.is_global_zero:
             os.replace(tmp, self.path)

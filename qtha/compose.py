@@ -37,6 +37,7 @@ from qtha.trainer import check_trainer
 from qtha.trainer import register_resolvers as register_trainer_resolvers
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # package data: a wheel carries it (``conf/`` links here)
+SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # ``name`` is a folder of results/runs/ and of Hydra's outputs
 
 
 def register_configs() -> None:
@@ -70,8 +71,9 @@ def validate(cfg: Any, needs_weights: bool = True, trains: bool = True) -> None:
     check_logger(cfg.logger)
     if not 0 <= cfg.seed < 2**32:
         raise ConfigError(f"seed={cfg.seed} is out of range; allowed: 0..{2**32 - 1}")
-    if not str(cfg.name) or "/" in str(cfg.name):
-        raise ConfigError(f"name={cfg.name!r} must be a non-empty folder name without '/'")
+    if not SAFE_NAME.fullmatch(str(cfg.name)) or str(cfg.name) in (".", ".."):
+        raise ConfigError(f"name={cfg.name!r} is not a safe folder name; allowed: 1-100 letters, digits, '_', '.', "
+                          "'-' (not '.' or '..')")
     trained = ADAPTERS[cfg.adapter.name].layer is not None and cfg.trainer.max_steps > 0
     check_data(cfg.data, allow_hub=cfg.allow_hub, trains=trains and trained)
 
@@ -182,6 +184,7 @@ def compose_job(overrides: list[str]) -> DictConfig:
     """Compose one job exactly as ``python -m qtha.run`` would (no checks), every interpolation resolved now
     (a ``${qtha.selected:…}`` that finds no selection fails here); errors in one line."""
     try:
+        _check_added_keys(overrides)
         cfg = _compose(overrides)
         OmegaConf.to_container(cfg, resolve=True)
         return cfg
@@ -194,6 +197,29 @@ def compose_job(overrides: list[str]) -> DictConfig:
         raise ConfigError(_one_line(exc, overrides)) from exc
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(_one_line(exc, overrides)) from exc
+
+
+def _check_added_keys(overrides: list[str]) -> None:
+    """``+key=value`` / ``++key=value`` may add a config group's choice (``+experiment=…``) or an entry of an open
+    mapping (``+reevaluate.<tag>=…``), never a key a schema lacks: Hydra would accept ``+adapter.rnk=8``
+    silently and the run would ignore it."""
+    added = [o for o in overrides if o.startswith("+") and "=" in o]
+    keys = [o.lstrip("+").split("=", 1)[0] for o in added]
+    keys = [k for k in keys if not k.startswith("hydra") and not (CONF_DIR / k).is_dir()]
+    if not keys:
+        return
+    base = _compose([o for o in overrides if o not in added])
+    for key in keys:
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        node = OmegaConf.select(base, parent, default=None) if parent else base
+        schema_node = isinstance(node, DictConfig) and OmegaConf.get_type(node) is not dict  # a dataclass schema
+        if OmegaConf.select(base, key, default=_ABSENT) is _ABSENT and (schema_node or node is None):
+            allowed = ", ".join(sorted(str(k) for k in node.keys())) if isinstance(node, DictConfig) else "none"
+            raise ConfigError(f"+{key} is not a config key; allowed keys{' in ' + parent if parent else ''}: "
+                              f"{allowed}")
+
+
+_ABSENT = object()
 
 
 def compose_checked(overrides: list[str], needs_weights: bool = True) -> DictConfig:

@@ -95,7 +95,10 @@ def _tag(overrides: list[str], given: Optional[str]) -> str:
 
 def reevaluate(record_file: Path, overrides: list[str], tag: Optional[str] = None) -> dict[str, Any]:
     """Load the adapter the record names, measure it, append the evaluation to the record."""
-    record = load_record(record_file)
+    try:
+        record = load_record(record_file)
+    except (OSError, ValueError) as exc:  # a truncated or foreign file: one line naming it, no traceback
+        raise ConfigError(f"{exc}; allowed: a run record written by python -m qtha.run") from None
     if record.status != "ok":
         raise ConfigError(f"record {record_file} has status={record.status!r}; allowed: a finished run (ok)")
     cfg, delta = eval_config(record, overrides)

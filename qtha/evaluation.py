@@ -21,6 +21,7 @@ from qtha.generation import Generation, generate
 from qtha.metrics import MATH_METRICS, METRIC_NAMES, NOTES, TEXT_METRICS, extract_answer, score
 from qtha.module import VALIDATION_SPLITS
 from qtha.results import atomic_write_text
+from qtha.scrub import scrub
 
 if TYPE_CHECKING:
     from qtha.build import Built
@@ -134,6 +135,7 @@ def _predictions(rows: Sequence[Example], gens: Sequence[Generation]) -> list[di
 
 
 def write_predictions(path: Path, predictions: Sequence[dict[str, Any]]) -> Path:
-    """JSONL next to the run record, written atomically like the record itself."""
-    atomic_write_text(path, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions))
+    """JSONL next to the run record, written atomically and scrubbed like the record itself (a row id holds the
+    data file's path)."""
+    atomic_write_text(path, "".join(json.dumps(scrub(p), ensure_ascii=False) + "\n" for p in predictions))
     return path

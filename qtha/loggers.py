@@ -39,7 +39,10 @@ def build_logger(cfg: LoggerConfig, group: str, name: str, save_dir: Path,
     if cfg.kind == "csv":
         return CSVLogger(save_dir=str(save_dir), name=group, version=name)
     os.environ["WANDB_MODE"] = cfg.mode  # the config decides; WandbLogger honours the env too
-    settings = {"silent": True, "init_timeout": cfg.timeout_s, "login_timeout": cfg.timeout_s}
+    # No command line, code or system metadata in the run files (``wandb sync`` would upload them): a credential
+    # pasted into an override would travel with them; the config it gets is scrubbed (qtha.scrub).
+    settings = {"silent": True, "init_timeout": cfg.timeout_s, "login_timeout": cfg.timeout_s,
+                "save_code": False, "disable_code": True, "x_disable_meta": True}
     return WandbLogger(project=cfg.project, entity=cfg.entity, group=group, name=name, save_dir=str(save_dir),
                        mode=cfg.mode, config=config, job_type="train", settings=settings)
 

@@ -17,6 +17,7 @@ from torch import nn
 from qtha.adapters import adapter_state_dict
 from qtha.config import TrainerConfig
 from qtha.data.formatting import IGNORE_INDEX
+from qtha.divergence import DivergenceGuard, check_gradients
 
 
 VALIDATION_SPLITS = ("val", "heldout")  # dataloader 0: the test split; 1: the selection split
@@ -51,6 +52,7 @@ class AdapterLM(L.LightningModule):
         self._val: dict[int, list[torch.Tensor]] = {}
         self._batch_start = 0.0
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self.guard = DivergenceGuard(getattr(getattr(model, "config", None), "vocab_size", None))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._batch_start = time.perf_counter()
@@ -94,11 +96,15 @@ class AdapterLM(L.LightningModule):
         step_loss = float(seen[0] / seen[1].clamp(min=1))
         if not math.isfinite(step_loss):  # stop here: every later step would be trained on garbage
             raise FloatingPointError(f"loss became {step_loss} at step {self.global_step}")
+        self.guard.update(self.global_step, step_loss)  # collapses that stay finite (qtha.divergence)
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.log("train/loss", step_loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
         self.log("train/lr", lr, batch_size=batch["input_ids"].size(0))
         self.history.append({"step": self.global_step, "train_loss": step_loss, "lr": lr})
         return mean
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        check_gradients([p for g in optimizer.param_groups for p in g["params"]], self.global_step)
 
     def on_validation_epoch_start(self) -> None:
         self._val = {}
@@ -160,5 +166,7 @@ class AdapterLM(L.LightningModule):
         saved = checkpoint.get("qtha", {})
         self.history = list(saved.get("history", []))
         self.step_times = list(saved.get("step_times", []))
+        self.guard = DivergenceGuard(self.guard.vocab_size)
+        self.guard.replay((h["step"], h["train_loss"]) for h in self.history if "train_loss" in h)
         if "rng" in saved:
             _set_rng_states(saved["rng"])

@@ -115,11 +115,20 @@ def predictions_path(record_file: str | Path, tag: str = "") -> Path:
     return record_file.with_name(f"{stem}.predictions{'.' + tag if tag else ''}.jsonl")
 
 
+def current_umask() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory, fsync, then rename over the target."""
+    """Write via a temp file in the same directory, fsync, then rename over the target. The file gets the
+    mode a plain ``open`` would give (0666 less the umask: collaborators on a shared results folder can read
+    it), not ``mkstemp``'s 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -133,6 +142,18 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def set_aside(path: Path) -> Optional[Path]:
+    """Rename an existing file that is about to be replaced by a new record to ``<name>.corrupt[.k]``
+    (not ``*.json``: no reader takes it for a record); returns the new name, None when there was no file."""
+    if not path.exists():
+        return None
+    target, k = path.with_name(path.name + ".corrupt"), 1
+    while target.exists():
+        target, k = path.with_name(f"{path.name}.corrupt.{k}"), k + 1
+    path.rename(target)
+    return target
 
 
 def write_record(record: RunRecord, path: Path) -> Path:

@@ -1,6 +1,7 @@
 """Credentials never reach a file: records, predictions and tracker configs are scrubbed first."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 from typing import Any, Optional
@@ -40,3 +41,19 @@ def scrub(value: Any, secrets: Optional[list[str]] = None) -> Any:
     for secret in secrets:
         value = value.replace(secret, REDACTED)
     return value
+
+
+class ScrubFilter(logging.Filter):
+    """Scrubs every message a handler writes (Hydra's job log file included): a credential in an override can
+    show up in a logged path or error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = scrub(record.getMessage()), ()
+        return True
+
+
+def scrub_logs() -> None:
+    """Put a :class:`ScrubFilter` on every handler of the root logger (once per handler)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, ScrubFilter) for f in handler.filters):
+            handler.addFilter(ScrubFilter())

@@ -13,6 +13,7 @@ resolved config, and with it the run's identity, holds the number.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from qtha.errors import ConfigError
 from qtha.identity import plain, semantic
 from qtha.results import RunRecord, load_record, record_files, with_defaults
+
+log = logging.getLogger("qtha")
 
 SELECTED = "trainer.lr"
 CRITERION = "heldout_loss"
@@ -55,7 +58,12 @@ def _adapter(record: RunRecord) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=16)
 def _methods(folder: str, stamp: tuple[tuple[str, int, int], ...]) -> tuple[Method, ...]:
-    records = [load_record(Path(p)) for p, _, _ in stamp]
+    records = []
+    for p, _, _ in stamp:
+        try:
+            records.append(load_record(Path(p)))
+        except (OSError, ValueError) as exc:  # named, and left out, as the report leaves it out
+            log.warning("qtha: selection %s: left out %s", folder, exc)
     groups: dict[str, list[RunRecord]] = {}
     for record in records:
         groups.setdefault(repr(sorted(_adapter(record).items())), []).append(record)

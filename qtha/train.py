@@ -30,10 +30,12 @@ from qtha.errors import ConfigError
 from qtha.eval import reevaluate
 from qtha.evaluation import Measurement, measure, validate, write_predictions
 from qtha.identity import config_hash, label, plain
+from qtha.lock import lock_path, run_lock
 from qtha.loggers import build_logger, finish, run_path
 from qtha.provenance import environment, git_dirty, git_sha, versions
 from qtha.quantum.resources import QuantumAccount
-from qtha.results import RunRecord, find_run, load_record, predictions_path, record_path, timed_phase, write_record
+from qtha.results import (RunRecord, find_run, load_record, predictions_path, record_path, set_aside, timed_phase,
+                          write_record)
 from qtha.scrub import scrub
 
 log = logging.getLogger("qtha")
@@ -59,9 +61,14 @@ def _peak_rss_mb() -> float:
 def train(cfg: DictConfig, overrides: Optional[list[str]] = None) -> Run:
     """Run the experiment a checked config (:func:`qtha.compose.compose_checked`) describes.
 
-    ``overrides`` (the command line) only name the record file; the config decides everything else.
+    ``overrides`` (the command line) only name the record file; the config decides everything else. The whole
+    run holds the lock of its identity (:mod:`qtha.lock`): an identical run started meanwhile fails at once.
     """
-    overrides = list(overrides or [])
+    with run_lock(lock_path(cfg.results_dir, cfg.name, config_hash(cfg))):
+        return _train(cfg, list(overrides or []))
+
+
+def _train(cfg: DictConfig, overrides: list[str]) -> Run:
     digest = config_hash(cfg)
     found = find_run(cfg.results_dir, cfg.name, cfg)
     if found and found[1].status == "ok" and not cfg.force:
@@ -75,6 +82,10 @@ def train(cfg: DictConfig, overrides: Optional[list[str]] = None) -> Run:
                        git_dirty=git_dirty(), versions=versions(), environment=environment(), started_at=_now(),
                        resumed_from=str(resume_from) if resume_from else None)
     path = found[0] if found else record_path(cfg.results_dir, cfg.name, record.stem)
+    if not found:  # a file at this config's name that find_run could not read: kept, never overwritten
+        aside = set_aside(path)
+        if aside:
+            log.warning("qtha: %s could not be read as a record; kept as %s, writing a new one", path, aside)
     write_record(record, path)
     start = time.perf_counter()
     try:

@@ -18,14 +18,26 @@ PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 
 
+# AdamW moves every weight by about lr per step, whatever the gradient's scale: above 1 no adapter weight keeps
+# its scale for one step. The selection grids stop at 1e-1.
+MAX_LR = 1.0
+MAX_STEPS = 10_000_000  # a bound that catches a unit slip (1e20) before Lightning loops towards it
+
+
 def check_trainer(t: TrainerConfig) -> None:
     """One-line ConfigErrors for values Lightning would otherwise reject after the model is loaded."""
-    if t.max_steps < 0:
-        raise ConfigError(f"trainer.max_steps={t.max_steps} must be >= 0")
+    if not 0 <= t.max_steps <= MAX_STEPS:
+        raise ConfigError(f"trainer.max_steps={t.max_steps} is out of range; allowed: 0..{MAX_STEPS:,}")
     for key in ("batch_size", "accumulate_grad_batches", "lr", "val_check_interval", "log_every_n_steps",
                 "checkpoint_every"):
         positive(f"trainer.{key}", getattr(t, key))
-    if t.warmup_steps < 0 or t.gradient_clip_val < 0 or not 0.0 <= t.min_lr_ratio <= 1.0:
+    if t.lr > MAX_LR:
+        raise ConfigError(f"trainer.lr={t.lr:g} is above the ceiling; allowed: 0 < lr <= {MAX_LR:g} (AdamW moves "
+                          "every weight by about lr per step)")
+    if not (math.isfinite(t.weight_decay) and t.weight_decay >= 0):
+        raise ConfigError(f"trainer.weight_decay={t.weight_decay} must be a finite number >= 0")
+    if t.warmup_steps < 0 or not t.gradient_clip_val >= 0 or not math.isfinite(t.gradient_clip_val) \
+            or not 0.0 <= t.min_lr_ratio <= 1.0:
         raise ConfigError("trainer.warmup_steps and trainer.gradient_clip_val must be >= 0, "
                           f"trainer.min_lr_ratio in [0, 1] (got {t.warmup_steps}, {t.gradient_clip_val}, "
                           f"{t.min_lr_ratio})")

@@ -29,7 +29,12 @@ BAD_INPUTS: list[tuple[tuple[str, ...], str]] = [
     (("trainer.lr=fast",), "trainer.lr='fast' is not a valid float"),
     (("resume=maybe",), "resume='maybe' is not a valid bool"),
     (("adapter.target_modules=q_proj",), "adapter.target_modules='q_proj' is not a list; allowed:"),
-    (("name=a/b",), "name='a/b' must be a non-empty folder name without '/'"),
+    (("name=a/b",), "name='a/b' is not a safe folder name; allowed: 1-100 letters, digits, '_', '.', '-'"),
+    (("name=..",), "name='..' is not a safe folder name"),
+    (("name=" + "x" * 101,), "is not a safe folder name; allowed: 1-100 letters"),
+    (("name=a b",), "name='a b' is not a safe folder name"),
+    (("+adapter.rnk=8",), "+adapter.rnk is not a config key; allowed keys in adapter: alpha, dropout, name, rank"),
+    (("++trainer.max_step=3",), "+trainer.max_step is not a config key; allowed keys in trainer:"),
     (("seed=-1",), "seed=-1 is out of range; allowed: 0..4294967295"),
     # --- model
     (("model.source=ftp",), "model.source='ftp' is not allowed; allowed: gguf, hub, local, tiny"),
@@ -70,6 +75,8 @@ BAD_INPUTS: list[tuple[tuple[str, ...], str]] = [
     (("data=cmath",), "data=cmath is an evaluation-only set (no solutions to train on)"),
     (("data=jsonl", "data.path={data}/absent.jsonl"), "data=jsonl has no local data at"),
     ((*JSONL, "data.path={data}/malformed.jsonl"), "malformed.jsonl:3: invalid JSON"),
+    ((*JSONL, "data.path={data}/latin1.jsonl"), "latin1.jsonl:2: not UTF-8 text (byte 0xe9 at column 16)"),
+    ((*JSONL, "data.path={data}/random.jsonl"), "random.jsonl:1: not UTF-8 text (byte 0xff at column 1)"),
     ((*JSONL, "data.path={data}/no_response.jsonl"), "field 'response' must be non-empty text, got None"),
     ((*JSONL, "data.path={data}/empty_response.jsonl"), "field 'response' must be non-empty text, got '  '"),
     ((*JSONL, "data.path={data}/user_last.jsonl"), "the last message must be the assistant's (the training target)"),
@@ -97,7 +104,14 @@ BAD_INPUTS: list[tuple[tuple[str, ...], str]] = [
     (("trainer.lr=-1",), "trainer.lr=-1.0 must be > 0"),
     (("trainer.lr=inf",), "trainer.lr=inf must be a finite number > 0"),
     (("trainer.lr=nan",), "trainer.lr=nan must be > 0"),
-    (("trainer.max_steps=-1",), "trainer.max_steps=-1 must be >= 0"),
+    (("trainer.max_steps=-1",), "trainer.max_steps=-1 is out of range; allowed: 0..10,000,000"),
+    (("trainer.max_steps=100000000",), "trainer.max_steps=100000000 is out of range; allowed: 0..10,000,000"),
+    (("trainer.max_steps=1e20",), "trainer.max_steps='1e+20' is not a valid integer"),
+    (("trainer.lr=2",), "trainer.lr=2 is above the ceiling; allowed: 0 < lr <= 1"),
+    (("trainer.lr=1e30",), "trainer.lr=1e+30 is above the ceiling; allowed: 0 < lr <= 1"),
+    (("trainer.weight_decay=-1",), "trainer.weight_decay=-1.0 must be a finite number >= 0"),
+    (("trainer.weight_decay=nan",), "trainer.weight_decay=nan must be a finite number >= 0"),
+    (("trainer.gradient_clip_val=nan",), "trainer.gradient_clip_val must be >= 0"),
     (("trainer.batch_size=0",), "trainer.batch_size=0 must be > 0"),
     (("trainer.accumulate_grad_batches=0",), "trainer.accumulate_grad_batches=0 must be > 0"),
     (("trainer.checkpoint_every=0",), "trainer.checkpoint_every=0 must be > 0"),
@@ -133,6 +147,9 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     for name, text in files.items():
         (root / name).write_text(text)
+    first_row = good.splitlines(keepends=True)[0].encode()
+    (root / "latin1.jsonl").write_bytes(first_row + b'{"prompt": "caf\xe9", "response": "a"}\n')
+    (root / "random.jsonl").write_bytes(b"\xff\xfe" + bytes(range(256)) * 4)
     return root
 
 

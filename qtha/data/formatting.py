@@ -7,7 +7,12 @@ tokenised on its own and the ids concatenated, so label boundaries are exact eve
 vocabularies that would merge across them. Every assistant turn is a target (labels =
 ids); system, user and template tokens are -100. A single-turn example is the one-turn case.
 
-Sequences longer than ``max_length`` lose tokens from the left (the oldest turns go first).
+Sequences longer than ``max_length`` lose tokens from the left (the oldest turns go first). Pieces
+are tokenised from the last one back, and only as much text as could still be kept: a piece that
+starts further back than ``CHARS_PER_TOKEN`` characters per remaining token is tokenised from that
+point on (no token spans that many characters; the few tokens at the new start, which could merge
+differently, are past the cut), and earlier pieces not at all — so a 50 MB row costs what a
+``max_length`` row costs.
 A target cut in two there becomes context (-100): the model never learns a reply from its
 middle without the history that led to it. The exception is the last target, whose tail
 stays labelled when nothing else is left (a single long response keeps its final answer).
@@ -23,6 +28,8 @@ from transformers import PreTrainedTokenizerBase
 from qtha.data.rows import Message
 
 IGNORE_INDEX = -100
+CHARS_PER_TOKEN = 64  # characters of text tokenised per token that may still be kept
+MARGIN = 16  # tokens tokenised beyond max_length: the start of a shortened piece falls in the cut part
 
 
 @dataclass
@@ -59,21 +66,32 @@ def render_pieces(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message
 
 def encode_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], max_length: int) -> Encoded:
     """Token ids + labels (loss on every assistant turn only), left-truncated to ``max_length``."""
+    pieces = render_pieces(tokenizer, messages)
+    tokenised: list[tuple[list[int], bool]] = []  # last piece first, only what can still be kept
+    budget = max_length + MARGIN
+    for text, target in reversed(pieces):
+        if budget <= 0:
+            tokenised.append(([], target))  # wholly before the cut: never tokenised
+            continue
+        shortened = len(text) > CHARS_PER_TOKEN * budget
+        piece = tokenizer(text[-CHARS_PER_TOKEN * budget:] if shortened else text, add_special_tokens=False)["input_ids"]
+        tokenised.append((piece, target))
+        budget = 0 if shortened else budget - len(piece)
     ids: list[int] = []
     labels: list[int] = []
     spans: list[tuple[int, int]] = []  # [start, end) of each target in ``ids``
-    for text, target in render_pieces(tokenizer, messages):
-        piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+    for piece, target in reversed(tokenised):
         if target:
             spans.append((len(ids), len(ids) + len(piece)))
         labels += piece if target else [IGNORE_INDEX] * len(piece)
         ids += piece
     cut = max(0, len(ids) - max_length)
+    truncated = cut > 0 or budget <= 0
     for start, end in spans[:-1]:
         if start < cut < end:
             labels[cut:end] = [IGNORE_INDEX] * (end - cut)
-    kept = sum(1 for start, end in spans if start >= cut or ((start, end) == spans[-1] and end > cut))
-    return Encoded(ids[cut:], labels[cut:], cut > 0, len(spans), kept)
+    kept = sum(1 for start, end in spans if end > start and (start >= cut or ((start, end) == spans[-1] and end > cut)))
+    return Encoded(ids[cut:], labels[cut:], truncated, len(spans), kept)
 
 
 def collate(examples: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:

@@ -85,21 +85,32 @@ class Rows(Sequence[Row]):
         return [r.data.get(name) for r in self._rows]
 
 
+def read_utf8(path: Path) -> str:
+    """A file's text; bytes that are not UTF-8 are a one-line error naming file:line and the byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at column {column}); "
+                          "expected a UTF-8 file") from None
+
+
 def read_jsonl(path: Path) -> Rows:
     """One JSON object per line (blank lines skipped); a bad line is a one-line error naming it."""
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}); "
-                                  "expected one JSON object per line") from exc
-            if not isinstance(data, dict):
-                raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
-            rows.append(Row(where, data))
+    for n, line in enumerate(read_utf8(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}); "
+                              "expected one JSON object per line") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        rows.append(Row(where, data))
     return Rows(rows)
 

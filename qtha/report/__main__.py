@@ -4,8 +4,9 @@ Reads the run records (all experiments, or the named ones) and writes ``tables/`
 experiment, a selection table per learning-rate selection), ``figures/`` (the Pareto view from the
 ``pareto_*`` experiments included), ``tables/params_7b.*`` and ``REPRODUCTION.md`` (the
 pre-declared claims of ``qtha/report/claims.yaml``) under ``--out``. Exit status 0
-when everything was written; 2, with one line on stderr, when the records cannot be read
-(none found, an unknown experiment, an unknown record schema).
+when everything was written; 2, with one line on stderr, when there is nothing to report (no records,
+an unknown experiment). A record that cannot be read (corrupt, an unknown schema) is left out with a
+warning naming the file, and REPRODUCTION.md's header lists it.
 """
 from __future__ import annotations
 
@@ -28,11 +29,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results"), help="where tables/, figures/ and "
                         "REPRODUCTION.md go (default: results)")
     args = parser.parse_args(argv)
+    skipped: list[str] = []
     try:
-        loaded = records.load(args.results, args.experiments)
+        loaded = records.load(args.results, args.experiments, skipped)
     except records.RecordError as exc:
         print(f"qtha: error: {exc}", file=sys.stderr)
         return 2
+    for reason in skipped:
+        print(f"qtha: warning: left out {reason}", file=sys.stderr)
     df, history = records.frame(loaded), records.history(loaded)
     summary = tables.summarise(df)
     written: list[Path] = []
@@ -46,7 +50,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     written += counts.write_counts(counted, args.out)
     command = shlex.join(["python", "-m", "qtha.report", *argv])
     report = args.out / "REPRODUCTION.md"
-    atomic_write_text(report, claims.render(loaded, counted, command, git_sha()))
+    atomic_write_text(report, claims.render(loaded, counted, command, git_sha(), skipped=skipped))
     written.append(report)
     print(f"qtha: report from {len(loaded)} records: {len(written)} files under {args.out}")
     print("\n".join(f"  {p}" for p in written))

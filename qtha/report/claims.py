@@ -212,15 +212,17 @@ def _evidence(v: Verdict) -> str:
     return markdown(HEADER, rows)
 
 
-def _header(records: Records, command: str, sha: Optional[str]) -> str:
+def _header(records: Records, command: str, sha: Optional[str], skipped: Sequence[str] = ()) -> str:
     status = pd.Series([r.status for _, r in records]).value_counts() if records else pd.Series(dtype=int)
     experiments = sorted({r.experiment for _, r in records})
     shas = pd.Series([(r.git_sha or "unknown")[:10] for _, r in records]).value_counts() if records else pd.Series()
+    left_out = (f"> **{len(skipped)} unreadable record{'s' * (len(skipped) != 1)} left out:** "
+                + "; ".join(f"`{reason}`" for reason in skipped) + "\n\n") if skipped else ""
     return (f"# Reproduction of the QTHA paper's claims (arXiv 2503.12790)\n\n"
             f"> Generated file, do not edit: `{command}` from {len(records)} records ({status.get('ok', 0)} ok, "
             f"{status.get('failed', 0)} failed, {status.get('running', 0)} incomplete) in {len(experiments)} "
             f"experiment{'s' * (len(experiments) != 1)} ({', '.join(experiments)}); code at git {sha or 'unknown'}; "
-            f"records written at git {', '.join(f'{s} (×{n})' for s, n in shas.items())}.\n\n"
+            f"records written at git {', '.join(f'{s} (×{n})' for s, n in shas.items())}.\n\n" + left_out +
             "Each claim is judged by the comparison declared for it in `qtha/report/claims.yaml` before the runs "
             "(SPEC §5): records paired by seed, the mean difference with a 95% t-interval, the effect relative to "
             "the comparator's mean (or in points). **reproduced** — the CI excludes 0 and the effect reaches the "
@@ -232,9 +234,9 @@ def _header(records: Records, command: str, sha: Optional[str]) -> str:
 
 
 def render(records: Records, counts: Optional[pd.DataFrame], command: str, sha: Optional[str],
-           claims: Optional[list[dict[str, Any]]] = None) -> str:
+           claims: Optional[list[dict[str, Any]]] = None, skipped: Sequence[str] = ()) -> str:
     found = verdicts(records, counts, claims)
-    parts = [_header(records, command, sha), "## Verdicts\n\n",
+    parts = [_header(records, command, sha, skipped), "## Verdicts\n\n",
              markdown(["claim", "verdict", "why"], [[f"{v.claim['id']}. {v.claim['title']}", v.verdict, v.reason]
                                                     for v in found])]
     for v in found:

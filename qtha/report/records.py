@@ -2,8 +2,9 @@
 
 Every report reads records through here, and here through :func:`qtha.results.load_record`
 (the one upgrade path for old schemas), so a record this code does not understand (an unknown
-``schema_version``, a missing or mistyped field) stops the report with one line naming the file
-and the field, instead of yielding a table with silently empty columns.
+``schema_version``, a missing or mistyped field, a corrupt file) is named in one line with the file
+and the field — left out of the report with that line in its header, never read as silently empty
+columns.
 
 Rows are grouped by what the resolved configs say, never by file names: a record's *setting*
 is the ``key=value`` of every config value that varies inside its experiment (seed and adapter
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import pandas as pd
 
@@ -35,9 +36,11 @@ class RecordError(ValueError):
     """A record the report cannot read; the message is one line naming the file and the field."""
 
 
-def load(results: str | Path, experiments: Sequence[str] = ()) -> list[Record]:
+def load(results: str | Path, experiments: Sequence[str] = (), skipped: Optional[list[str]] = None) -> list[Record]:
     """Every record under ``<results>/runs/<experiment>/`` (only the named experiments when given), checked,
-    one per experiment and config (:func:`unique`)."""
+    one per experiment and config (:func:`unique`). A record that cannot be read raises :class:`RecordError`,
+    or, given a ``skipped`` list, is left out with its one-line reason appended there (the report goes on
+    for everything else and says what it left out)."""
     root = Path(results) / "runs"
     folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     found = [f.name for f in folders if record_files(f)]
@@ -47,7 +50,15 @@ def load(results: str | Path, experiments: Sequence[str] = ()) -> list[Record]:
     if missing:
         raise RecordError(f"{root}: no records for experiment {missing[0]!r}; found: {', '.join(found)}")
     wanted = set(experiments or found)
-    kept, duplicates = unique([(p, check(p)) for f in folders if f.name in wanted for p in record_files(f)])
+    readable: list[Record] = []
+    for path in (p for f in folders if f.name in wanted for p in record_files(f)):
+        try:
+            readable.append((path, check(path)))
+        except RecordError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
+    kept, duplicates = unique(readable)
     for path in duplicates:
         log.warning("qtha: %s repeats the config of another record of its experiment; left out", path)
     return kept

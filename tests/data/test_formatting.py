@@ -178,3 +178,52 @@ def test_real_template_labels_every_assistant_turn(smollm2_tok):
     assert all(m["content"] in context for m in DIALOGUE[1:] if m["role"] == "user")
     short = encode_chat(tok, DIALOGUE[1:], max_length=48)
     assert len(short.input_ids) == 48 and short.targets >= 1
+
+
+def _encode_everything(tok, messages, max_length: int) -> Encoded:
+    """The reference: every piece tokenised in full, then cut (what encode_chat did before it bounded the text)."""
+    ids, labels, spans = [], [], []
+    for text, target in render_pieces(tok, messages):
+        piece = tok(text, add_special_tokens=False)["input_ids"]
+        if target:
+            spans.append((len(ids), len(ids) + len(piece)))
+        labels += piece if target else [IGNORE_INDEX] * len(piece)
+        ids += piece
+    cut = max(0, len(ids) - max_length)
+    for start, end in spans[:-1]:
+        if start < cut < end:
+            labels[cut:end] = [IGNORE_INDEX] * (end - cut)
+    kept = sum(1 for start, end in spans if start >= cut or ((start, end) == spans[-1] and end > cut))
+    return Encoded(ids[cut:], labels[cut:], cut > 0, len(spans), kept)
+
+
+@pytest.mark.parametrize("conversation", ["long_history", "long_last_reply", "long_prompt", "dialogue"])
+@pytest.mark.parametrize("max_length", [16, 48, 200])
+def test_bounded_tokenisation_equals_tokenising_everything(tok, conversation, max_length):
+    """Long rows are tokenised only as far back as could be kept: the same ids, labels and counts as
+    tokenising the whole text, for histories, replies and prompts far past the context."""
+    para = "We keep the last words of a very long text, 12 + 5 = 17. "
+    messages = {
+        "long_history": [m for k in range(40) for m in ({"role": "user", "content": para * 5},
+                                                         {"role": "assistant", "content": f"reply {k}. " + para})],
+        "long_last_reply": [{"role": "user", "content": "q"}, {"role": "assistant", "content": para * 2000}],
+        "long_prompt": [{"role": "user", "content": para * 2000}, {"role": "assistant", "content": "7"}],
+        "dialogue": DIALOGUE,
+    }[conversation]
+    got = encode_chat(tok, messages, max_length)
+    assert got == _encode_everything(tok, messages, max_length)
+
+
+def test_a_5_mb_row_costs_a_context_not_its_size(tok, monkeypatch):
+    """Only the tail a context can hold is ever handed to the tokenizer (peak RSS: see the hardening note)."""
+    seen: list[int] = []
+    real = type(tok).__call__
+
+    def counting(self, text, *a, **k):
+        seen.append(len(text))
+        return real(self, text, *a, **k)
+
+    monkeypatch.setattr(type(tok), "__call__", counting)
+    messages = [{"role": "user", "content": "x " * 2_500_000}, {"role": "assistant", "content": "answer"}]
+    enc = encode_chat(tok, messages, 64)
+    assert enc.truncated and enc.targets == 1 and max(seen) <= 64 * (64 + 16)

@@ -41,13 +41,19 @@ def test_unknown_experiment_exits_2(results_dir: Path, tmp_path: Path, capsys):
     assert capsys.readouterr().err.startswith("qtha: error: ")
 
 
-def test_schema_change_exits_2_with_one_line(results_dir: Path, tmp_path: Path, capsys):
-    path = next((results_dir / "runs" / "qubits_sweep").glob("*.json"))
-    path.write_text(json.dumps({**json.loads(path.read_text()), "schema_version": 99}))
-    assert cli.main(["--results", str(results_dir), "--out", str(tmp_path)]) == 2
-    expected = f"qtha: error: {path}: schema_version 99 is unknown; this qtha reads 1, 2"
-    assert capsys.readouterr().err.strip().splitlines() == [expected]
-    assert not (tmp_path / "REPRODUCTION.md").exists()
+def test_an_unreadable_record_is_left_out_with_a_warning_and_listed(results_dir: Path, tmp_path: Path, fake_counts,
+                                                                     capsys):
+    schema = next((results_dir / "runs" / "qubits_sweep").glob("*.json"))
+    schema.write_text(json.dumps({**json.loads(schema.read_text()), "schema_version": 99}))
+    corrupt = next((results_dir / "runs" / "design_card").glob("*.json"))
+    corrupt.write_text('{"status": "ok"')
+    assert cli.main(["--results", str(results_dir), "--out", str(tmp_path)]) == 0
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 2 and all(w.startswith("qtha: warning: left out ") for w in warnings)
+    assert any(f"{schema}: schema_version 99 is unknown; this qtha reads 1, 2" in w for w in warnings)
+    assert any(f"{corrupt}: not valid JSON" in w for w in warnings)
+    header = (tmp_path / "REPRODUCTION.md").read_text().split("## Verdicts")[0]
+    assert "**2 unreadable records left out:**" in header and str(schema) in header and str(corrupt) in header
 
 
 @pytest.mark.slow  # builds three 7B-shaped configs' meta models (~2 s)
