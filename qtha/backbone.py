@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
 from qtha.config import ArchConfig, ModelConfig
 from qtha.errors import ConfigError, one_of, positive
+from qtha.offline import hub_unreachable
 
 MODEL_SOURCES = ("gguf", "hub", "local", "tiny")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -45,21 +46,64 @@ def check_model(cfg: ModelConfig, allow_hub: bool, needs_weights: bool = True) -
     """
     one_of("model.source", cfg.source, MODEL_SOURCES)
     one_of("model.dtype", cfg.dtype, DTYPES)
+    if not str(cfg.name or "").strip():
+        raise ConfigError("model.name is empty; allowed: the model's short name (it labels records and tables)")
     if cfg.source == "hub" and not cfg.hub_id:
         raise ConfigError(f"model={cfg.name!r} has source=hub but no model.hub_id")
-    if needs_weights and cfg.source == "hub" and not allow_hub and not _in_hf_cache(cfg.hub_id):
-        raise ConfigError(f"model={cfg.name} needs {cfg.hub_id}, which is not in the local Hugging Face "
-                          "cache and the hub is off; allowed: allow_hub=true (with internet) or an offline model "
-                          "(smollm2_135m, tiny_llama)")
+    if needs_weights and cfg.source == "hub" and not _in_hf_cache(cfg.hub_id):
+        if not allow_hub:
+            raise ConfigError(f"model={cfg.name} needs {cfg.hub_id}, which is not in the local Hugging Face "
+                              "cache and the hub is off; allowed: allow_hub=true (with internet) or an offline model "
+                              "(smollm2_135m, tiny_llama)")
+        unreachable = hub_unreachable()
+        if unreachable:
+            raise ConfigError(f"model={cfg.name} needs {cfg.hub_id}, which is not in the local Hugging Face cache, "
+                              f"and allow_hub=true but {unreachable}; allowed: a network connection, or an offline "
+                              "model (smollm2_135m, tiny_llama)")
     if cfg.source == "local" and not cfg.path:
         raise ConfigError(f"model={cfg.name!r} has source=local but no model.path")
     if cfg.source == "gguf" and not (cfg.gguf_package or cfg.path):
         raise ConfigError(f"model={cfg.name!r} has source=gguf but neither model.gguf_package nor model.path")
+    if needs_weights:
+        _check_weights_present(cfg)
     _check_arch(cfg.arch)
+    if cfg.source == "tiny":
+        _check_fits_memory(cfg)
+
+
+def _check_weights_present(cfg: ModelConfig) -> None:
+    """A local folder or a packaged GGUF file that is not there fails now, not after the data is read."""
+    if cfg.source == "local" and not (Path(cfg.path).expanduser() / "config.json").is_file():
+        raise ConfigError(f"model.path={cfg.path!r} holds no config.json; allowed: a folder written by "
+                          "save_pretrained")
+    if cfg.source == "gguf" and cfg.gguf_package:
+        try:
+            gguf_path(cfg)
+        except (ModuleNotFoundError, FileNotFoundError, ConfigError) as exc:
+            raise ConfigError(f"model={cfg.name}: {exc}") from None
+
+
+def _check_fits_memory(cfg: ModelConfig) -> None:
+    """The random-weight model is built in memory: a slipped digit in ``model.arch`` must not swap the machine."""
+    a = cfg.arch
+    head = a.hidden_size // a.num_attention_heads
+    per_layer = 2 * a.hidden_size ** 2 + 2 * a.hidden_size * head * a.num_key_value_heads \
+        + 3 * a.hidden_size * a.intermediate_size
+    embed = (a.vocab_size or 512) * a.hidden_size * (1 if a.tie_word_embeddings else 2)
+    need = (a.num_hidden_layers * per_layer + embed) * torch.finfo(_torch_dtype(cfg.dtype)).bits // 8
+    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    if need > limit:
+        raise ConfigError(f"model.arch describes a {need / 2**30:.1f} GiB random model; allowed: at most "
+                          f"{limit / 2**30:.1f} GiB (half of this machine's memory)")
 
 
 def _check_arch(a: ArchConfig) -> None:
     """Shapes the meta model is built from: a zero or a head count that does not divide crashes transformers."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if a.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ConfigError(f"model.arch.model_type={a.model_type!r} is not a causal-LM type transformers knows; "
+                          "allowed: e.g. llama, qwen2, mistral (transformers' MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)")
     for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                 "num_key_value_heads", "max_position_embeddings"):
         positive(f"model.arch.{key}", getattr(a, key))

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -27,9 +29,10 @@ from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseExceptio
 from qtha.adapters import ADAPTERS, check_adapter, expected_trainable
 from qtha.backbone import check_model, meta_model
 from qtha.config import DataConfig, LoggerConfig, ModelConfig, QuantumConfig, RunConfig, TrainerConfig
-from qtha.data import check_data
+from qtha.data import check_data, local_test_rows
 from qtha.errors import ConfigError
-from qtha.evaluation import check_eval
+from qtha.evaluation import check_eval, check_metrics_fit
+from qtha.identity import FROZEN, semantic
 from qtha.loggers import check_logger
 from qtha.quantum import check_quantum
 from qtha.selection import register_resolver
@@ -74,8 +77,35 @@ def validate(cfg: Any, needs_weights: bool = True, trains: bool = True) -> None:
     if not SAFE_NAME.fullmatch(str(cfg.name)) or str(cfg.name) in (".", ".."):
         raise ConfigError(f"name={cfg.name!r} is not a safe folder name; allowed: 1-100 letters, digits, '_', '.', "
                           "'-' (not '.' or '..')")
+    if cfg.force and cfg.resume:
+        raise ConfigError("force=true and resume=true contradict each other; allowed: force=true (rerun a finished "
+                          "run from scratch) or resume=true (continue an unfinished one)")
+    for key in ("work_dir", "results_dir"):
+        check_writable_dir(key, str(cfg[key]))
+    positions = cfg.model.arch.max_position_embeddings
+    for key in ("data.max_length", "eval.max_new_tokens"):
+        if OmegaConf.select(cfg, key) > positions:
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)} is longer than model={cfg.model.name} can attend "
+                              f"to; allowed: at most model.arch.max_position_embeddings={positions} tokens")
     trained = ADAPTERS[cfg.adapter.name].layer is not None and cfg.trainer.max_steps > 0
     check_data(cfg.data, allow_hub=cfg.allow_hub, trains=trains and trained)
+    if cfg.eval.metrics and cfg.eval.enabled:
+        rows = local_test_rows(cfg.data)
+        if rows is not None:
+            check_metrics_fit(cfg.eval, rows, cfg.data.name)
+
+
+def check_writable_dir(key: str, path: str) -> None:
+    """``work_dir``/``results_dir`` must be a folder this user can write, or one it can create."""
+    if not path.strip():
+        raise ConfigError(f"{key} is empty; allowed: a folder path")
+    target = Path(path).expanduser().absolute()
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"{key}={path!r} is a file; allowed: a folder (existing or to be created)")
+    parent = next(p for p in (target, *target.parents) if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={path!r} cannot be written ({parent} is not a writable folder); allowed: a folder "
+                          "this user can write")
 
 
 def group_options(group: str) -> list[str]:
@@ -123,6 +153,21 @@ def _one_line(exc: Exception, overrides: list[str]) -> str:
     if value:
         key = full_key.group(1) if full_key else (override.group(1) if override else "a value")
         return f"{key}={value.group(1)!r} is not a valid {value.group(2).lower()}"
+    several = re.search(r"Ambiguous value for argument '([^=']+)=([^']*)'", text)
+    if several:
+        key, given = several.groups()
+        return (f"{key}={given} lists several values; allowed: -m (a sweep over them) or {key}=[{given}] (one list "
+                "value)")
+    hint = re.search(r"Value (.+?) \((\w+)\) is incompatible with type hint '(\w+)'", text)
+    if hint:
+        key = full_key.group(1) if full_key else (override.group(1) if override else "a value")
+        return (f"{key} holds {hint.group(1)} ({hint.group(2)}); allowed: {hint.group(3)} values (write 1.0, not 1)"
+                if hint.group(3) == "float" else f"{key} holds {hint.group(1)}; allowed: {hint.group(3)} values")
+    unset = re.search(r"Missing mandatory value: ([\w.]+)", text)
+    if unset:
+        key = unset.group(1)
+        choices = f"{key}=<{'|'.join(group_options(key))}>" if (CONF_DIR / key).is_dir() else f"{key}=<value>"
+        return f"{key} is unset; allowed: {choices}"
     not_list = re.search(r"Error merging override ([\w.]+)=(.*?) .*is not a ListConfig", text)
     if not_list:
         key, given = not_list.groups()
@@ -163,10 +208,17 @@ def check_adapter_fits(cfg: DictConfig) -> dict[str, int]:
     one-line :class:`ConfigError` in a second instead of after loading a 7B checkpoint.
     Returns the expected trainable count per target module type.
     """
+    model = _shapes(cfg.model)
     try:
-        return expected_trainable(_shapes(cfg.model), cfg.adapter)
+        counts = expected_trainable(model, cfg.adapter)
     except ValueError as exc:
         raise ConfigError(" ".join(str(exc).split())) from exc
+    total, base = sum(counts.values()), sum(p.numel() for p in model.parameters())
+    if total > base:
+        raise ConfigError(f"adapter={cfg.adapter.name} would train {total:,} parameters, more than the {base:,} of "
+                          f"model={cfg.model.name} itself; allowed: a smaller adapter (rank, bottleneck, qnn_layers, "
+                          "target_modules)")
+    return counts
 
 
 _SHAPES: dict[str, Any] = {}
@@ -186,7 +238,7 @@ def compose_job(overrides: list[str]) -> DictConfig:
     try:
         _check_added_keys(overrides)
         cfg = _compose(overrides)
-        OmegaConf.to_container(cfg, resolve=True)
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
         return cfg
     except InterpolationResolutionError as exc:
         cause = exc.__cause__ or exc.__context__
@@ -227,7 +279,25 @@ def compose_checked(overrides: list[str], needs_weights: bool = True) -> DictCon
     cfg = compose_job(overrides)
     validate(cfg, needs_weights=needs_weights)
     check_adapter_fits(cfg)
+    _check_reevaluations(cfg, overrides)
     return cfg
+
+
+def _check_reevaluations(cfg: DictConfig, overrides: list[str]) -> None:
+    """Each ``reevaluate.<tag>`` runs after training, as ``python -m qtha.eval`` would: its overrides are checked
+    now, so a typo there fails before the run rather than after it."""
+    base = [o for o in overrides if not o.lstrip("+~").startswith("reevaluate")]
+    for tag, words in cfg.reevaluate.items():
+        try:
+            after = compose_job([*base, *shlex.split(str(words))])
+            validate(after, trains=False)
+        except (ConfigError, ValueError) as exc:
+            raise ConfigError(f"reevaluate.{tag}: {exc}") from None
+        before_sem, after_sem = semantic(cfg), semantic(after)
+        changed = [g for g in FROZEN if before_sem[g] != after_sem[g]]
+        if changed:
+            raise ConfigError(f"reevaluate.{tag}: {changed[0]} cannot change at evaluation (the saved weights fix "
+                              "model and adapter); allowed: data=<set>, data.*, eval.*, quantum=<preset>, quantum.*")
 
 
 def check_jobs(overrides: list[str], multirun: bool) -> int:

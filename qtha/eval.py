@@ -26,12 +26,11 @@ from qtha.build import build
 from qtha.compose import compose_job, validate
 from qtha.errors import ConfigError
 from qtha.evaluation import measure, write_predictions
-from qtha.identity import NON_SEMANTIC, config_hash, flatten, semantic
+from qtha.identity import FROZEN, NON_SEMANTIC, config_hash, flatten, semantic
 from qtha.provenance import git_dirty, git_sha, versions
 from qtha.results import RunRecord, atomic_write_text, load_record, predictions_path, record_files
 from qtha.trainer import is_global_zero_process
 
-FROZEN = ("model", "adapter")  # the saved weights fix these groups
 SEARCHED = ("workspace", "results")  # where an adapter file's record is looked for by default
 
 

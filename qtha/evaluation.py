@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 def check_eval(e: EvalConfig) -> None:
     """The ``eval`` group's checks: known metric names, positive budgets."""
+    if e.metrics is not None and not list(e.metrics):
+        raise ConfigError(f"eval.metrics=[] names no metric; allowed: null (chosen by the data), a list drawn from "
+                          f"{', '.join(METRIC_NAMES)}, or eval.enabled=false")
     for name in e.metrics or []:
         one_of("eval.metrics", name, METRIC_NAMES)
     for key in ("max_new_tokens", "batch_size"):
@@ -70,6 +73,14 @@ def measure(built: "Built", eval_cfg: EvalConfig, max_prompt_length: int) -> Mea
         result.generation, result.predictions = generated.generation, generated.predictions
         result.timings.update(generated.timings)
     return result
+
+
+def check_metrics_fit(e: EvalConfig, rows: Sequence[Example], data_name: str) -> None:
+    """Maths metrics score a row's reference answer: asked of rows without one they would read 0 for any model."""
+    asked = [n for n in e.metrics or [] if n in MATH_METRICS]
+    if e.enabled and asked and any(r.get("answer") is None for r in rows):
+        raise ConfigError(f"eval.metrics={asked} score maths answers, but the test rows of data={data_name} have none; "
+                          f"allowed: {', '.join(TEXT_METRICS)}, or null (chosen by the data)")
 
 
 def default_metrics(rows: Sequence[Example]) -> list[str]:

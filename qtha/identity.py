@@ -28,6 +28,7 @@ NON_SEMANTIC = ("name", "force", "resume", "results_dir", "work_dir", "allow_hub
                 "trainer.enable_progress_bar", "trainer.kill_at_step", "trainer.checkpoint_every",
                 "trainer.log_every_n_steps", "trainer.save_adapter", "trainer.num_workers",
                 "quantum.retries", "quantum.backoff_s", "quantum.cache_size")
+FROZEN = ("model", "adapter")  # a trained adapter's weights fix these groups: re-evaluation may change neither
 HASH_CHARS = 12
 LABEL_CHARS = 80
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,11 +21,18 @@ def has_wandb_credentials() -> bool:
     return bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
 
 
+W_AND_B_NAME = re.compile(r"[^/\\#?%:\s]{1,128}")  # W&B refuses these in project and entity names
+
 def check_logger(cfg: LoggerConfig) -> None:
     """The ``logger`` group's checks: known kind and mode, and credentials before an online run starts."""
     one_of("logger.kind", cfg.kind, LOGGER_KINDS)
     one_of("logger.mode", cfg.mode, WANDB_MODES)
     positive("logger.timeout_s", cfg.timeout_s)
+    for key in ("project", "entity"):
+        value = getattr(cfg, key)
+        if (value is not None or key == "project") and not W_AND_B_NAME.fullmatch(str(value or "")):
+            raise ConfigError(f"logger.{key}={value!r} is not a W&B name; allowed: 1-128 characters, none of "
+                              "/ \\ # ? % : or spaces")
     if cfg.kind == "wandb" and cfg.mode == "online" and not has_wandb_credentials():
         raise ConfigError("logger.mode=online needs W&B credentials: set WANDB_API_KEY in the environment "
                           "or run `wandb login`; allowed without them: logger.mode=offline|disabled")

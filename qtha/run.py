@@ -107,7 +107,7 @@ def _run_sweep(n_jobs: int) -> int:
 def cli() -> None:
     argv = sys.argv[1:]
     multirun = "-m" in argv or "--multirun" in argv
-    overrides = [a for a in argv if not a.startswith("-") and "=" in a]
+    overrides = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]  # ~key: a deletion
     n_jobs: Optional[int] = None
     if not any(a in argv for a in ("--help", "-h", "--cfg", "-c", "--info", "--hydra-help")):
         try:

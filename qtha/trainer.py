@@ -2,6 +2,7 @@
 factory that training and re-evaluation share (so their settings cannot drift apart)."""
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import signal
@@ -22,6 +23,7 @@ ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 # its scale for one step. The selection grids stop at 1e-1.
 MAX_LR = 1.0
 MAX_STEPS = 10_000_000  # a bound that catches a unit slip (1e20) before Lightning loops towards it
+MAX_BATCH = 65_536  # rows per batch, batches per optimiser step: far above any recipe, below a runaway loop
 
 
 def check_trainer(t: TrainerConfig) -> None:
@@ -47,15 +49,62 @@ def check_trainer(t: TrainerConfig) -> None:
         value = getattr(t, key)
         if value is not None and value < 0:
             raise ConfigError(f"trainer.{key}={value} must be >= 0")
+    if not 0 <= t.warmup_steps <= MAX_STEPS:
+        raise ConfigError(f"trainer.warmup_steps={t.warmup_steps} is out of range; allowed: 0..{MAX_STEPS:,}")
+    for key in ("batch_size", "accumulate_grad_batches"):
+        if getattr(t, key) > MAX_BATCH:
+            raise ConfigError(f"trainer.{key}={getattr(t, key)} is above the ceiling; allowed: 1..{MAX_BATCH:,} "
+                              "(rows per step beyond it only loop or exhaust memory)")
+    cores = os.cpu_count() or 1
+    if t.num_workers > cores:
+        raise ConfigError(f"trainer.num_workers={t.num_workers} exceeds this machine's {cores} CPU cores; "
+                          f"allowed: 0..{cores}")
+    _check_hardware(t)
+
+
+def _check_hardware(t: TrainerConfig) -> None:
+    """Accelerator, device count, strategy and precision against what this machine has and has installed: Lightning
+    would otherwise fail after the model is loaded, or (``16-mixed`` on a CPU) silently train in another precision
+    than the record says."""
+    import torch
+
+    present = {"cpu": os.cpu_count() or 1, "gpu": torch.cuda.device_count(), "cuda": torch.cuda.device_count(),
+               "mps": int(torch.backends.mps.is_available()), "auto": None}
+    available = present[t.accelerator]
+    if available == 0:
+        raise ConfigError(f"trainer.accelerator={t.accelerator} but this machine has no such device; allowed: "
+                          f"cpu, auto{', gpu' if present['gpu'] else ''}")
     devices = t.devices
-    bad_count = isinstance(devices, int) and devices < 1 and devices != -1
-    if bad_count or (isinstance(devices, Sequence) and not isinstance(devices, str) and not devices):
-        raise ConfigError(f"trainer.devices={devices} is not allowed; allowed: a count >= 1, -1 (all), auto, "
+    if isinstance(devices, str) and devices.lstrip("-").isdigit():
+        devices = int(devices)
+    count = None
+    if isinstance(devices, bool) or not isinstance(devices, (int, str, Sequence)) or \
+            (isinstance(devices, str) and devices != "auto") or (isinstance(devices, int) and devices < 1 and
+                                                                  devices != -1):
+        raise ConfigError(f"trainer.devices={devices!r} is not allowed; allowed: a count >= 1, -1 (all), auto, "
                           "or a non-empty list of device indices")
+    if isinstance(devices, int):
+        count = devices if devices != -1 else None
+    elif not isinstance(devices, str):
+        indices = list(devices)
+        if not indices or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices):
+            raise ConfigError(f"trainer.devices={indices} is not allowed; allowed: a count >= 1, -1 (all), auto, "
+                              "or a non-empty list of device indices")
+        count = max(indices) + 1
+    if count is not None and available is not None and count > available:
+        raise ConfigError(f"trainer.devices={devices} asks for more {t.accelerator} devices than this machine has "
+                          f"({available}); allowed: 1..{available}, -1 (all) or auto")
+    gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and present["gpu"] > 0)
     if t.strategy != "auto":
         from lightning.pytorch.strategies import StrategyRegistry
 
-        one_of("trainer.strategy", t.strategy, ["auto", *StrategyRegistry.available_strategies()])
+        usable = [s for s in StrategyRegistry.available_strategies() if not ("xla" in s or "tpu" in s)
+                  and not (s.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None)
+                  and not (s.startswith("fsdp") and not gpu)]
+        one_of("trainer.strategy", t.strategy, ["auto", *usable])
+    if str(t.precision) == "16-mixed" and not gpu:
+        raise ConfigError("trainer.precision=16-mixed needs a CUDA GPU (on a CPU Lightning would silently train in "
+                          "bf16-mixed); allowed here: auto, 32-true, bf16-mixed, bf16-true")
 
 
 def _epoch_steps(epochs: Any, *, _root_: DictConfig) -> int:

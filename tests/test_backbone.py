@@ -241,3 +241,36 @@ def test_gguf_model_generates_and_knows_paris(smollm2) -> None:
     with torch.no_grad():
         logits = model(**tok("The capital of France is", return_tensors="pt")).logits
     assert tok.decode(logits[0, -1].argmax()) == " Paris"
+
+
+# --------------------------------------------------------------------------- hub reachability
+@pytest.fixture
+def hub_at(monkeypatch):
+    """Point the hub endpoint somewhere; the per-process reachability answer is forgotten before and after."""
+    from huggingface_hub import constants
+
+    from qtha import offline
+
+    def point(endpoint: str) -> None:
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        offline.hub_unreachable.cache_clear()
+
+    yield point
+    offline.hub_unreachable.cache_clear()
+
+
+def test_an_unreachable_hub_is_one_line_before_any_model(hub_at):
+    from qtha.compose import compose_checked
+    from qtha.errors import ConfigError
+
+    hub_at("http://127.0.0.1:9")  # the discard port: nothing listens, the connection is refused at once
+    with pytest.raises(ConfigError, match=r"allow_hub=true but 127\.0\.0\.1:9 cannot be reached \(.*refused"):
+        compose_checked(["model=qwen2_0_5b", "allow_hub=true"])
+
+
+def test_a_hub_that_never_answers_is_given_up_after_the_timeout(hub_at, monkeypatch):
+    from qtha import offline
+
+    hub_at("https://hub.invalid")
+    monkeypatch.setattr(offline.socket, "create_connection", lambda *a, **k: threading.Event().wait())  # hangs
+    assert offline.hub_unreachable(0.2) == "hub.invalid:443 cannot be reached (no answer within 0.2 s)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+import torch
 
 from qtha import compose
 from qtha.compose import check_jobs, compose_checked, expand_sweeps, group_options
@@ -17,12 +18,16 @@ from qtha.errors import ConfigError
 def test_every_option_of_every_group_composes(group, tmp_path):
     chat = tmp_path / "chat.jsonl"
     chat.write_text("".join(f'{{"prompt": "q{i}", "response": "a{i}"}}\n' for i in range(4)))
-    needs = {"jsonl": [f"data.path={chat}", "data.size=1", "data.holdout_size=1"], "cmath": ["adapter=none"]}
+    needs = {"jsonl": [f"data.path={chat}", "data.size=1", "data.holdout_size=1", "data.test_size=1"], "cmath": ["adapter=none"]}
     for option in group_options(group):
         if group == "experiment" and "qtha.selected" in (compose.CONF_DIR / group / f"{option}.yaml").read_text():
             continue  # reads a selection's records: composed against fake ones in test_experiments.py
-        cfg = compose_checked([f"{group}={option}", "allow_hub=true", *needs.get(option, [])])
-        assert cfg is not None
+        job = [f"{group}={option}", "allow_hub=true", *needs.get(option, [])]
+        if group == "trainer" and option == "gpu" and not torch.cuda.is_available():  # checked against the machine
+            with pytest.raises(ConfigError, match="trainer.accelerator=gpu but this machine has no such device"):
+                compose_checked(job)
+            continue
+        assert compose_checked(job) is not None
 
 
 @pytest.mark.parametrize("launcher", ["basic", *(pytest.param(n, marks=pytest.mark.slow)
@@ -83,7 +88,7 @@ def test_one_job_is_validated_once_and_its_data_file_read_once(tmp_path, monkeyp
     reads, checks = [], []
     monkeypatch.setattr(source, "read_jsonl", lambda p, real=source.read_jsonl: reads.append(p) or real(p))
     monkeypatch.setattr(compose, "check_data", lambda *a, real=compose.check_data, **k: checks.append(1) or real(*a, **k))
-    args = tiny_overrides(tmp_path, "data=jsonl", f"data.path={data}", "data.size=4", "data.holdout_size=2",
+    args = tiny_overrides(tmp_path, "data=jsonl", f"data.path={data}", "data.size=4", "data.holdout_size=2", "data.test_size=2",
                           "trainer.max_steps=1", "eval.enabled=false")
     train(compose_checked(args), args)
     assert len(checks) == 1 and reads == [data]

@@ -90,7 +90,7 @@ def test_a_rerun_over_an_unreadable_record_keeps_it_aside(tmp_path, caplog):
 def test_a_finished_run_is_not_reused_for_changed_data(tmp_path):
     data = tmp_path / "chat.jsonl"
     data.write_text("".join(f'{{"prompt": "q{i}", "response": "a{i}"}}\n' for i in range(8)))
-    args = tiny_overrides(tmp_path, "data=jsonl", f"data.path={data}", "data.size=4", "data.holdout_size=2",
+    args = tiny_overrides(tmp_path, "data=jsonl", f"data.path={data}", "data.size=4", "data.holdout_size=2", "data.test_size=2",
                           "trainer.max_steps=1", "eval.enabled=false")
     first = train(compose_checked(args), args)
     data.write_text("".join(f'{{"prompt": "q{i}", "response": "b{i}"}}\n' for i in range(8)))
@@ -250,3 +250,17 @@ def test_an_identical_run_already_running_fails_at_once_in_one_line(tmp_path):
             train(cfg, [])
         assert not list((tmp_path / "results").rglob("*.json"))  # nothing written over the holder's record
     assert train(cfg, []).record.status == "ok"  # released: the run goes ahead
+
+
+def test_a_job_whose_data_file_vanished_after_the_checks_is_recorded_failed(tmp_path):
+    """What a sweep meets when a job's file is deleted while earlier jobs train: a ``failed`` record with the error."""
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(f'{{"prompt": "q{i}", "response": "a{i}"}}\n' for i in range(8)))
+    args = tiny_overrides(tmp_path, "data=jsonl", f"data.path={data}", "data.size=4", "data.holdout_size=2",
+                          "data.test_size=2", "trainer.max_steps=1", "eval.enabled=false")
+    cfg = compose_checked(args)
+    data.unlink()
+    with pytest.raises(ConfigError, match="data=jsonl has no local data at"):
+        train(cfg, args)
+    (record,) = _records(tmp_path)
+    assert record["status"] == "failed" and "has no local data at" in record["error"]["message"]

@@ -46,6 +46,7 @@ from qtha.tn.mpo import MPO, factorize
 QTHA_VARIANTS = ("full", "mpo", "mpo_mlp", "mlp_qnn", "qnn")
 BRANCHES = ("qnn", "silu_mlp")
 INITS = ("authors", "spec_v1")
+MAX_QNN_LAYERS = 256  # circuit depth per forward pass; far above the paper's, below a loop that never ends
 
 
 @dataclass
@@ -226,6 +227,9 @@ class QTHALayer(AdapterLayer):
             positive(f"adapter.{key}", getattr(cfg, key))
         if cfg.qnn_layers is not None:
             positive("adapter.qnn_layers", cfg.qnn_layers)
+            if cfg.qnn_layers > MAX_QNN_LAYERS:
+                raise ConfigError(f"adapter.qnn_layers={cfg.qnn_layers} is above the ceiling; allowed: "
+                                  f"1..{MAX_QNN_LAYERS} (the paper's circuits have at most a few layers)")
         given = cfg.bond_dim
         bonds = list(given) if isinstance(given, Sequence) and not isinstance(given, str) else [given]
         if not bonds or any(isinstance(b, bool) or not isinstance(b, int) or b <= 0 for b in bonds):

@@ -521,6 +521,10 @@ class QuanTALayer(AdapterLayer):
         one_of("adapter.layout", cfg.layout, LAYOUTS)
         if cfg.n_axes is not None and (isinstance(cfg.n_axes, bool) or cfg.n_axes < 2):
             raise ConfigError(f"adapter.n_axes={cfg.n_axes} must be >= 2 (one pair of axes), or null for the rank")
+        for key in ("axes_in", "axes_out"):
+            if getattr(cfg, key) is not None and not list(getattr(cfg, key)):
+                raise ConfigError(f"adapter.{key}=[] is empty; allowed: null (factored from the layer's dimension) "
+                                  "or a list of at least 2 positive ints")
         if cfg.layout == "padded" and (cfg.axes_in or cfg.axes_out):
             raise ConfigError("adapter.axes_in/axes_out need adapter.layout=exact; allowed with layout=padded: "
                               "adapter.n_axes only (equal axes)")

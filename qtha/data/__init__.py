@@ -21,7 +21,7 @@ from qtha.data import ch_r1_math, cmath, cpsycound, gsm8k, jsonl, r1_distill_sft
 from qtha.data.rows import Example
 from qtha.data.source import FileDataset
 
-__all__ = ["DATASETS", "FILE_DATASETS", "Example", "check_data", "check_size", "fingerprint", "load_splits"]
+__all__ = ["DATASETS", "FILE_DATASETS", "Example", "check_data", "check_size", "fingerprint", "load_splits", "local_test_rows"]
 
 Loader = Callable[[DataConfig], tuple[list[Example], list[Example]]]
 BATCHINGS = ("random", "length")  # data.batching (qtha.data.batching)
@@ -88,6 +88,13 @@ def load_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
     return list(pool), list(test)
 
 
+def local_test_rows(cfg: DataConfig) -> list[Example] | None:
+    """The test rows a run of ``cfg`` evaluates, when they can be had without the hub (else None)."""
+    if cfg.name != "synthetic_math" and not FILE_DATASETS[cfg.name].has_local(cfg):
+        return None
+    return load_splits(cfg)[1][: cfg.test_size]
+
+
 def fingerprint(cfg: DataConfig) -> str:
     """sha256 of every example the config yields (pool and test split, as the run sees them).
 
@@ -96,6 +103,9 @@ def fingerprint(cfg: DataConfig) -> str:
     for data that changed under its config.
     """
     return _load(cfg)[2]
+
+
+SYNTHETIC_MAX_ROWS = 1_000_000  # generated rows (pool + test): about 20 s; a slipped digit beyond it would never end
 
 
 def check_size(size: int, pool: int, name: str, val_size: int = 0) -> None:
@@ -122,6 +132,8 @@ def check_data(cfg: DataConfig, allow_hub: bool, trains: bool = True) -> None:
     _known(cfg)
     for key in ("size", "test_size", "pool_size", "holdout_size", "max_length"):
         positive(f"data.{key}", getattr(cfg, key))
+    if not 0 <= cfg.data_seed < 2**32:
+        raise ConfigError(f"data.data_seed={cfg.data_seed} is out of range; allowed: 0..{2**32 - 1}")
     if cfg.max_length < 16:
         raise ConfigError(f"data.max_length={cfg.max_length} is too short; allowed: >= 16 tokens")
     one_of("data.batching", cfg.batching, BATCHINGS)
@@ -134,6 +146,9 @@ def check_data(cfg: DataConfig, allow_hub: bool, trains: bool = True) -> None:
         except ValueError as exc:
             raise ConfigError(f"data.languages={list(cfg.languages)}: {exc}") from exc
         one_of("data.difficulty", cfg.difficulty, synthetic_math.DIFFICULTIES)
+        if cfg.pool_size + cfg.test_size > SYNTHETIC_MAX_ROWS:
+            raise ConfigError(f"data.pool_size={cfg.pool_size} + data.test_size={cfg.test_size} rows is above the "
+                              f"ceiling of the generator; allowed: at most {SYNTHETIC_MAX_ROWS:,} together")
         check_size(cfg.size, cfg.pool_size, cfg.name, cfg.val_size)
         return
     dataset = FILE_DATASETS[cfg.name]
@@ -149,6 +164,9 @@ def check_data(cfg: DataConfig, allow_hub: bool, trains: bool = True) -> None:
         if not allow_hub:
             raise dataset.missing(cfg, "the hub is off")
         return
-    pool, _ = load_splits(cfg)
+    pool, test = load_splits(cfg)
     if not dataset.eval_only:
         check_size(cfg.size, len(pool), cfg.name, cfg.val_size)
+    if cfg.test_size > len(test):  # a silently shorter test split would be mislabelled in every table
+        raise ConfigError(f"data.test_size={cfg.test_size} is more than the {len(test)} test rows of data={cfg.name}; "
+                          f"allowed: 1..{len(test)}")

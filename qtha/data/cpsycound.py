@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from qtha.errors import ConfigError
-from qtha.data.rows import Example, Message, Row, read_utf8
+from qtha.data.rows import Example, Message, Row, utf8_lines
 from qtha.data.source import FileDataset
 
 # Speaker labels of the case files; full-width colon as in the source, ASCII accepted too.
@@ -27,7 +27,7 @@ def parse_case(path: Path) -> Row:
     reply, a stage direction such as ``（绘画过程中）``) continues the previous turn after a newline.
     """
     messages: list[Message] = []
-    for n, line in enumerate(read_utf8(path).splitlines(), 1):
+    for n, line in utf8_lines(path):
         if not line.strip():
             continue
         label = _LABEL.match(line)

@@ -12,7 +12,11 @@ are tokenised from the last one back, and only as much text as could still be ke
 starts further back than ``CHARS_PER_TOKEN`` characters per remaining token is tokenised from that
 point on (no token spans that many characters; the few tokens at the new start, which could merge
 differently, are past the cut), and earlier pieces not at all — so a 50 MB row costs what a
-``max_length`` row costs.
+``max_length`` row costs. Before the template renders anything, a message longer than twice that many
+characters is cut to its tail (the template would otherwise copy a 50 MB text several times over): left
+truncation drops its start whatever the template does with it. (A template that rewrites an assistant turn
+from a marker inside it, as DeepSeek-R1's drops everything up to ``</think>``, sees the marker only within
+that tail.)
 A target cut in two there becomes context (-100): the model never learns a reply from its
 middle without the history that led to it. The exception is the last target, whose tail
 stays labelled when nothing else is left (a single long response keeps its final answer).
@@ -66,9 +70,11 @@ def render_pieces(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message
 
 def encode_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], max_length: int) -> Encoded:
     """Token ids + labels (loss on every assistant turn only), left-truncated to ``max_length``."""
+    budget = max_length + MARGIN
+    keep = 2 * CHARS_PER_TOKEN * budget
+    messages = [{**m, "content": m["content"][-keep:]} if len(m["content"]) > keep else m for m in messages]
     pieces = render_pieces(tokenizer, messages)
     tokenised: list[tuple[list[int], bool]] = []  # last piece first, only what can still be kept
-    budget = max_length + MARGIN
     for text, target in reversed(pieces):
         if budget <= 0:
             tokenised.append(([], target))  # wholly before the cut: never tokenised

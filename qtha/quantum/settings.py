@@ -23,6 +23,9 @@ def is_int(v: Any) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
+MAX_RETRIES = 16  # backoff_s · 2^16: already days of waiting at 1 s
+MAX_BACKOFF_S = 3600.0
+
 def check_settings(backend: str, device: Any, shots: Optional[int], diff_method: str, noise: NoiseSpec,
                    retries: int, backoff_s: float, cache_size: int, *, prefix: str = "", probe: bool = False) -> None:
     """Raise a one-line ValueError for the first bad setting.
@@ -44,10 +47,11 @@ def check_settings(backend: str, device: Any, shots: Optional[int], diff_method:
         given = f"{prefix}shots={shots}" if shots is not None else f"{prefix}noise={noise.kind}"
         raise ValueError(f"{prefix}diff_method=adjoint needs exact pure states, not {given}; allowed: "
                          f"{prefix}diff_method=best, parameter-shift (or backprop on default.mixed without shots)")
-    if not is_int(retries) or retries < 0:
-        raise ValueError(f"{prefix}retries={retries!r} is invalid; allowed: an int >= 0 (extra device attempts)")
-    if not isinstance(backoff_s, numbers.Real) or isinstance(backoff_s, bool) or backoff_s < 0:
-        raise ValueError(f"{prefix}backoff_s={backoff_s!r} is invalid; allowed: seconds >= 0")
+    if not is_int(retries) or not 0 <= retries <= MAX_RETRIES:
+        raise ValueError(f"{prefix}retries={retries!r} is invalid; allowed: an int in 0..{MAX_RETRIES} (extra device "
+                         "attempts, each waiting twice as long as the one before)")
+    if not isinstance(backoff_s, numbers.Real) or isinstance(backoff_s, bool) or not 0 <= backoff_s <= MAX_BACKOFF_S:
+        raise ValueError(f"{prefix}backoff_s={backoff_s!r} is invalid; allowed: seconds in 0..{MAX_BACKOFF_S:g}")
     if not is_int(cache_size) or cache_size < 0:
         raise ValueError(f"{prefix}cache_size={cache_size!r} is invalid; allowed: an int >= 0 (0: no result cache)")
     if backend == "pennylane" and isinstance(device, str):

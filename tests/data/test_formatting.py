@@ -223,7 +223,16 @@ def test_a_5_mb_row_costs_a_context_not_its_size(tok, monkeypatch):
         seen.append(len(text))
         return real(self, text, *a, **k)
 
+    rendered: list[int] = []
+    template = type(tok).apply_chat_template
+
+    def rendering(self, conversation, *a, **k):
+        rendered.append(max(len(m["content"]) for m in conversation))
+        return template(self, conversation, *a, **k)
+
     monkeypatch.setattr(type(tok), "__call__", counting)
+    monkeypatch.setattr(type(tok), "apply_chat_template", rendering)
     messages = [{"role": "user", "content": "x " * 2_500_000}, {"role": "assistant", "content": "answer"}]
     enc = encode_chat(tok, messages, 64)
     assert enc.truncated and enc.targets == 1 and max(seen) <= 64 * (64 + 16)
+    assert max(rendered) == 2 * 64 * (64 + 16)  # the chat template renders the tail, never the 5 MB

@@ -97,7 +97,7 @@ def test_qtha_data_dir_moves_every_default_path(tmp_path, monkeypatch):
     write_jsonl(tmp_path / "gsm8k/train.jsonl", [synthetic] * 3)
     write_jsonl(tmp_path / "gsm8k/test.jsonl", [{**synthetic, "question": "Synthetic: 1 + 1?"}])
     monkeypatch.setenv("QTHA_DATA_DIR", str(tmp_path))
-    cfg = compose_checked(["data=gsm8k", "data.size=3"]).data
+    cfg = compose_checked(["data=gsm8k", "data.size=3", "data.test_size=1"]).data
     assert cfg.path == f"{tmp_path}/gsm8k" and [len(s) for s in load_splits(cfg)] == [3, 1]
 
 
