@@ -27,7 +27,7 @@ def test_every_option_of_every_group_composes(group, tmp_path):
             with pytest.raises(ConfigError, match="trainer.accelerator=gpu but this machine has no such device"):
                 compose_checked(job)
             continue
-        assert compose_checked(job) is not None
+        assert compose_checked(job, needs_weights=False) is not None  # composition, not the hub's reachability
 
 
 @pytest.mark.parametrize("launcher", ["basic", *(pytest.param(n, marks=pytest.mark.slow)
@@ -39,7 +39,7 @@ def test_hydra_launchers_compose(launcher):
 @pytest.mark.slow  # every adapter × model pair (the fast tier composes each option of each group alone)
 def test_adapter_model_grid_composes():
     for model, adapter in itertools.product(group_options("model"), group_options("adapter")):
-        cfg = compose_checked([f"model={model}", f"adapter={adapter}", "allow_hub=true"])
+        cfg = compose_checked([f"model={model}", f"adapter={adapter}", "allow_hub=true"], needs_weights=False)
         assert cfg.model.name == model and adapter.startswith(cfg.adapter.name)  # a preset names its method first
 
 
