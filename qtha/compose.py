@@ -80,7 +80,7 @@ def validate(cfg: Any, needs_weights: bool = True, trains: bool = True) -> None:
     if cfg.force and cfg.resume:
         raise ConfigError("force=true and resume=true contradict each other; allowed: force=true (rerun a finished "
                           "run from scratch) or resume=true (continue an unfinished one)")
-    for key in ("work_dir", "results_dir"):
+    for key in ("work_dir", "results_dir", "adapter_dir"):
         check_writable_dir(key, str(cfg[key]))
     positions = cfg.model.arch.max_position_embeddings
     for key in ("data.max_length", "eval.max_new_tokens"):
@@ -96,7 +96,7 @@ def validate(cfg: Any, needs_weights: bool = True, trains: bool = True) -> None:
 
 
 def check_writable_dir(key: str, path: str) -> None:
-    """``work_dir``/``results_dir`` must be a folder this user can write, or one it can create."""
+    """``work_dir``/``results_dir``/``adapter_dir`` must be a folder this user can write, or one it can create."""
     if not path.strip():
         raise ConfigError(f"{key} is empty; allowed: a folder path")
     target = Path(path).expanduser().absolute()

@@ -204,7 +204,9 @@ class RunConfig:
     ``work_dir`` (git-ignored ``workspace/``) holds what a run writes besides its record: checkpoints,
     adapter weights, tracker logs, Hydra's run folders. ``results_dir`` defaults to the same
     workspace, so a user's own runs never touch the project's committed evidence; ``results_dir=results``
-    publishes a run there (the commands in ``experiments/README.md`` do, to rebuild the evidence). ``force=true`` reruns a
+    publishes a run there (the commands in ``experiments/README.md`` do, to rebuild the evidence). ``adapter_dir`` holds the
+trained adapters (``<adapter_dir>/<name>/<record stem>.safetensors``): the main comparisons set it to
+``${results_dir}/adapters`` so their adapters travel with the evidence and a clone can re-evaluate them. ``force=true`` reruns a
     finished run; ``resume=true`` continues an unfinished (``running``/``failed``) run of the *same*
     config from its last checkpoint; without one it starts from scratch. ``reevaluate`` (tag → overrides, as
     for ``python -m qtha.eval``) re-measures the finished run's adapter under other settings (a noisy QNN, another
@@ -225,4 +227,5 @@ class RunConfig:
     allow_hub: bool = False
     work_dir: str = "workspace"
     results_dir: str = "${work_dir}"
+    adapter_dir: str = "${work_dir}/adapters"
     reevaluate: dict[str, str] = field(default_factory=dict)

@@ -24,7 +24,7 @@ from qtha.scrub import scrub
 # ``reevaluate`` adds measurements of the finished run (recorded under its ``evaluations``);
 # ``trainer.kill_at_step`` interrupts it (the resume tests); checkpoints, logging and adapter
 # saving are bookkeeping; the QNN's retries and result cache only repeat identical executions.
-NON_SEMANTIC = ("name", "force", "resume", "results_dir", "work_dir", "allow_hub", "logger", "reevaluate",
+NON_SEMANTIC = ("name", "force", "resume", "results_dir", "work_dir", "adapter_dir", "allow_hub", "logger", "reevaluate",
                 "trainer.enable_progress_bar", "trainer.kill_at_step", "trainer.checkpoint_every",
                 "trainer.log_every_n_steps", "trainer.save_adapter", "trainer.num_workers",
                 "quantum.retries", "quantum.backoff_s", "quantum.cache_size")

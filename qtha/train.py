@@ -200,11 +200,11 @@ def _train_metrics(built: Built) -> dict[str, Any]:
 
 
 def _save_outputs(cfg: DictConfig, record: RunRecord, path: Path, built: Built, measured: Measurement) -> None:
-    """Generation settings and predictions beside the record; the trained adapter under ``work_dir``."""
+    """Generation settings and predictions beside the record; the trained adapter under ``adapter_dir``."""
     if measured.generation is not None:
         record.generation = measured.generation
         record.predictions_path = str(write_predictions(predictions_path(path), measured.predictions))
     if cfg.trainer.save_adapter and record.trainable_params > 0:
-        adapter = Path(cfg.work_dir) / "adapters" / cfg.name / f"{path.stem}.safetensors"
+        adapter = Path(cfg.adapter_dir) / cfg.name / f"{path.stem}.safetensors"
         adapters.save_adapter(built.model, adapter)
         record.adapter_path = str(adapter)

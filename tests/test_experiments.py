@@ -89,7 +89,10 @@ def test_every_job_of_every_table_validates(name, selections):
 def test_main_comparisons_read_the_selected_rate(name, selections):
     (job, *_) = expand_sweeps([f"experiment={name}", f"results_dir={selections(name)}"],
                               sweeper_params([f"experiment={name}"]))
-    assert compose_checked(job).trainer.lr == 1e-3
+    cfg = compose_checked(job)
+    assert cfg.trainer.lr == 1e-3
+    if name.endswith("_main"):  # their adapters are kept with the evidence, so a clone can re-evaluate them
+        assert cfg.adapter_dir == f"{selections(name)}/adapters"
 
 
 def test_the_knob_sweeps_take_the_default_configs_rate(selections):

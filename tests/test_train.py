@@ -264,3 +264,11 @@ def test_a_job_whose_data_file_vanished_after_the_checks_is_recorded_failed(tmp_
         train(cfg, args)
     (record,) = _records(tmp_path)
     assert record["status"] == "failed" and "has no local data at" in record["error"]["message"]
+
+
+def test_the_adapter_goes_where_adapter_dir_says(tmp_path):
+    keep = tmp_path / "results" / "adapters"
+    run = train(compose_checked(tiny_overrides(tmp_path, "trainer.max_steps=1", "eval.enabled=false",
+                                               f"adapter_dir={keep}")), [])
+    assert Path(run.record.adapter_path) == keep / "default" / f"{run.path.stem}.safetensors"
+    assert Path(run.record.adapter_path).is_file()
