@@ -138,7 +138,7 @@ BAD_INPUTS: list[tuple[tuple[str, ...], str]] = [
     # allocate without bound, or print a traceback
     (("~adapter",), "adapter is unset; allowed: adapter=<dora|lora|"),
     (("experiment=nope",), "experiment='nope' is unknown; allowed: bond_dim_sweep"),
-    (("+foo=1",), "+foo is not a config key; allowed keys: adapter, allow_hub"),
+    (("+foo=1",), "+foo is not a config key; allowed keys: adapter, adapter_dir, allow_hub"),
     (("allow_hub=maybe",), "allow_hub='maybe' is not a valid bool"),
     (("seed=1.5",), "seed='1.5' is not a valid integer"),
     (("trainer.lr=3e-4,1e-3",), "trainer.lr=3e-4,1e-3 lists several values; allowed: -m (a sweep over them)"),
