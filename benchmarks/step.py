@@ -14,7 +14,7 @@ Adapters: none (no trainable parameter: forward + backward to the inputs, no opt
 adapter step pays), lora, dora, quanta, and qtha in each variant (full, mpo, mpo_mlp, mlp_qnn, qnn). All
 models are built once (sharing the frozen base weights) and stepped round-robin after one warm-up step
 each. Peak RSS comes from one child process per adapter that builds and steps once (its own VmHWM),
-checkpoint bytes from :func:`qtha.adapters.save_adapter`, matmul FLOPs per step from torch's
+checkpoint bytes from :func:`qtha.adapters.save_adapter_file`, matmul FLOPs per step from torch's
 ``FlopCounterMode`` (the warm-up step): their ratio to LoRA's is the arithmetic floor of the time ratio.
 
     python benchmarks/step.py [--steps 5] [--model smollm2_135m | --shape qwen2_7b] [--threads N]
@@ -41,7 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from _common import (apply_quick, machine_line, contended, contention_note, load_average, md_table, peak_rss_mb, round_robin, run_info,
                      summarize, write_outputs)
-from qtha.adapters import count_trainable, inject_adapters, save_adapter
+from qtha.adapters import count_trainable, inject_adapters, save_adapter_file
 from qtha.backbone import load_backbone, meta_model
 from qtha.compose import compose_checked
 from qtha.data.formatting import IGNORE_INDEX
@@ -161,7 +161,7 @@ def step_flops(step: Step) -> int:
 def checkpoint_bytes(model: nn.Module) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "adapter.safetensors"
-        save_adapter(model, path)
+        save_adapter_file(model, path)
         return path.stat().st_size
 
 

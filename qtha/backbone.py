@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import torch
 import transformers
@@ -139,6 +140,19 @@ def load_backbone(
     else:
         raise ConfigError(f"model.source={cfg.source!r} is not one of {MODEL_SOURCES}")
     return _finalise(model, tokenizer)
+
+
+def base_reference(cfg: ModelConfig) -> Optional[str]:
+    """What a file outside qtha should name as this run's base model (peft's ``base_model_name_or_path``): a folder
+    transformers loads offline — the converted cache of a GGUF model, a local model's folder — else the hub id;
+    ``None`` for the tiny random model, which only qtha can rebuild (from ``seed``)."""
+    if cfg.source == "gguf":
+        return str(cached_gguf_dir(cfg))
+    if cfg.source == "local":
+        return str(Path(_required(cfg.path, "model.path")).expanduser().resolve())
+    if cfg.source == "hub":
+        return _required(cfg.hub_id, "model.hub_id")
+    return None
 
 
 def build_tiny_tokenizer() -> transformers.PreTrainedTokenizerFast:

@@ -36,17 +36,25 @@ class Built:
     load_s: float
 
 
+def build_model(cfg: RunConfig, adapter_path: Optional[str] = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Seed, load the frozen LM, inject the adapters and (``adapter_path``) load trained weights strictly: the
+    model part of :func:`build`, alone for what needs no data or Trainer (``qtha.export``). The seed comes
+    first because the tiny model's random weights and every adapter's initialisation draw from it."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model, tokenizer = load_backbone(cfg.model)
+    adapters.inject_adapters(model, cfg.adapter, quantum=cfg.quantum)
+    if adapter_path:
+        adapters.load_adapter_file(model, adapter_path, strict=True)
+    return model, tokenizer
+
+
 def build(cfg: RunConfig, *, logger: Optional[Any] = None, callbacks: Sequence[Callback] = (),
           adapter_path: Optional[str] = None) -> Built:
     """Seed, load the frozen LM, inject the adapters (``adapter_path``: load trained weights, strictly),
     set up the data and the Trainer. Adapters start in training mode (dropout on while fitting;
     Lightning switches to eval around validation)."""
     start = time.perf_counter()
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    model, tokenizer = load_backbone(cfg.model)
-    adapters.inject_adapters(model, cfg.adapter, quantum=cfg.quantum)
-    if adapter_path:
-        adapters.load_adapter(model, adapter_path, strict=True)
+    model, tokenizer = build_model(cfg, adapter_path)
     model.train()
     data = ChatDataModule(cfg.data, tokenizer, cfg.seed, cfg.trainer.batch_size, cfg.trainer.num_workers)
     data.setup()

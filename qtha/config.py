@@ -59,6 +59,33 @@ class ModelConfig:
 
 # --------------------------------------------------------------------------- data
 @dataclass
+class DataColumns:
+    """Column names of LLaMA-Factory's formats, as in the ``columns`` of a ``dataset_info.json`` entry (null: the
+    format's default, :data:`qtha.data.formats.COLUMNS`)."""
+
+    prompt: Optional[str] = None
+    query: Optional[str] = None
+    response: Optional[str] = None
+    history: Optional[str] = None
+    system: Optional[str] = None
+    messages: Optional[str] = None
+
+
+@dataclass
+class DataTags:
+    """sharegpt's turn tags, as in the ``tags`` of a ``dataset_info.json`` entry (null: ShareGPT's ``from``/``value``
+    or OpenAI's ``role``/``content`` defaults, whichever the rows use)."""
+
+    role_tag: Optional[str] = None
+    content_tag: Optional[str] = None
+    user_tag: Optional[str] = None
+    assistant_tag: Optional[str] = None
+    system_tag: Optional[str] = None
+    observation_tag: Optional[str] = None
+    function_tag: Optional[str] = None
+
+
+@dataclass
 class DataConfig:
     """Training pool, subsample size and tokenisation.
 
@@ -99,6 +126,9 @@ class DataConfig:
     difficulty: str = "standard"  # synthetic_math only: standard (1-3 steps) | easy (one step, two-digit numbers)
     batching: str = "random"  # random | length (length-grouped batches: less padding, other batch composition)
     bucket_batches: int = 16  # batching=length: batches per length-sorted window of the shuffled epoch
+    format: str = "qtha"  # data=jsonl rows: qtha | alpaca | sharegpt (LLaMA-Factory's, qtha.data.formats)
+    columns: DataColumns = field(default_factory=DataColumns)  # the format's column names (dataset_info.json)
+    tags: DataTags = field(default_factory=DataTags)  # sharegpt's role/content tags (dataset_info.json)
 
 
 # --------------------------------------------------------------------------- trainer

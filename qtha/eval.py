@@ -16,7 +16,7 @@ import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
@@ -28,33 +28,10 @@ from qtha.errors import ConfigError
 from qtha.evaluation import measure, write_predictions
 from qtha.identity import FROZEN, NON_SEMANTIC, config_hash, flatten, semantic
 from qtha.provenance import git_dirty, git_sha, versions
-from qtha.results import RunRecord, atomic_write_text, load_record, predictions_path, record_files
+from qtha.results import (SEARCHED, RunRecord, atomic_write_text, find_record, finished_record, load_record,
+                          predictions_path)
 from qtha.trainer import is_global_zero_process
 
-SEARCHED = ("workspace", "results")  # where an adapter file's record is looked for by default
-
-
-def find_record(path: Path, results_dirs: Sequence[Path]) -> Path:
-    """The record itself, or the record whose ``adapter_path`` is this checkpoint."""
-    if path.suffix == ".json":
-        if not path.is_file():
-            raise ConfigError(f"record {str(path)!r} does not exist; allowed: a <results>/runs/<experiment>/<run>.json")
-        return path
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {str(path)!r} does not exist; allowed: a record .json or an adapter "
-                          ".safetensors written by a run")
-    target = path.resolve()
-    for results in results_dirs:
-        for folder in sorted((results / "runs").glob("*")):
-            for candidate in record_files(folder):
-                try:
-                    saved = load_record(candidate).adapter_path
-                except (OSError, ValueError):
-                    continue
-                if saved and Path(saved).resolve() == target:
-                    return candidate
-    raise ConfigError(f"no record under {', '.join(f'{d}/runs' for d in results_dirs)} names adapter {str(path)!r}; "
-                      "allowed: pass the run's record .json (it holds the config the adapter was trained with)")
 
 
 def changes(record: RunRecord, overrides: list[str]) -> dict[str, Any]:
@@ -94,20 +71,11 @@ def _tag(overrides: list[str], given: Optional[str]) -> str:
 
 def reevaluate(record_file: Path, overrides: list[str], tag: Optional[str] = None) -> dict[str, Any]:
     """Load the adapter the record names, measure it, append the evaluation to the record."""
-    try:
-        record = load_record(record_file)
-    except (OSError, ValueError) as exc:  # a truncated or foreign file: one line naming it, no traceback
-        raise ConfigError(f"{exc}; allowed: a run record written by python -m qtha.run") from None
-    if record.status != "ok":
-        raise ConfigError(f"record {record_file} has status={record.status!r}; allowed: a finished run (ok)")
+    record, adapter_path = finished_record(record_file)
     cfg, delta = eval_config(record, overrides)
-    trained = record.trainable_params > 0
-    if trained and not (record.adapter_path and Path(record.adapter_path).is_file()):
-        raise ConfigError(f"the adapter of {record_file} ({record.adapter_path!r}) is missing; allowed: a record "
-                          "whose adapter file still exists (trainer.save_adapter=true)")
     if cfg.allow_hub:
         offline.allow_hub()
-    built = build(cfg, adapter_path=record.adapter_path if trained else None)
+    built = build(cfg, adapter_path=adapter_path)
     measured = measure(built, cfg.eval, cfg.data.max_length)
     tag = _tag(overrides, tag)
     entry = {"tag": tag, "overrides": overrides, "changes": delta, "config_hash": config_hash(cfg),

@@ -1,6 +1,7 @@
 """Experiment trackers: W&B (offline by default, never a prompt) or CSV, via Lightning."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -11,6 +12,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from qtha.config import LoggerConfig
 from qtha.errors import ConfigError, one_of, positive
 
+log = logging.getLogger("qtha")
 LOGGER_KINDS = ("wandb", "csv", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 
@@ -47,6 +49,8 @@ def build_logger(cfg: LoggerConfig, group: str, name: str, save_dir: Path,
     if cfg.kind == "csv":
         return CSVLogger(save_dir=str(save_dir), name=group, version=name)
     os.environ["WANDB_MODE"] = cfg.mode  # the config decides; WandbLogger honours the env too
+    # Artifacts are staged here until `wandb sync` uploads them: beside the run folders, not in ~/.local/share.
+    os.environ.setdefault("WANDB_DATA_DIR", str(save_dir / "wandb-data"))
     # No command line, code or system metadata in the run files (``wandb sync`` would upload them): a credential
     # pasted into an override would travel with them; the config it gets is scrubbed (qtha.scrub).
     settings = {"silent": True, "init_timeout": cfg.timeout_s, "login_timeout": cfg.timeout_s,
@@ -63,6 +67,25 @@ def run_path(logger: Optional[Logger]) -> Optional[str]:
     if isinstance(logger, CSVLogger):
         return logger.log_dir
     return None
+
+
+def log_run_artifact(logger: Optional[Logger], name: str, record: Path, adapter: Optional[Path],
+                     metadata: dict[str, Any]) -> None:
+    """Log the run's record and adapter folder as one W&B artifact (type ``qtha-run``; offline it is staged in
+    the run folder and uploaded by ``wandb sync``), so the tracker holds what the run produced, not only its
+    curves. A tracker error is logged, never raised: the record on disk is the result, the artifact a copy."""
+    if not isinstance(logger, WandbLogger):
+        return
+    import wandb
+
+    try:
+        artifact = wandb.Artifact(re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:128], type="qtha-run", metadata=metadata)
+        artifact.add_file(str(record), name=f"record/{record.name}")
+        if adapter is not None and adapter.is_dir():
+            artifact.add_dir(str(adapter), name="adapter")
+        logger.experiment.log_artifact(artifact)
+    except Exception as exc:  # noqa: BLE001 - any W&B failure; the run's own outputs are already written
+        log.warning("qtha: could not log the W&B artifact %s: %s", name, exc)
 
 
 def finish(logger: Optional[Logger]) -> None:

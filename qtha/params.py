@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, Optional
 
 from qtha import adapters
 from qtha.backbone import meta_model
@@ -60,7 +60,11 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--help" in argv or "-h" in argv:
+        print(f"usage: {__doc__.split(':', 1)[0].strip('`')} [--all-adapters]\n\n{__doc__.split(chr(10) * 2, 1)[1]}")
+        return 0
     as_json = "--json" in argv
     every = "--all-adapters" in argv
     overrides = [a for a in argv if not a.startswith("--")]
@@ -81,4 +85,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

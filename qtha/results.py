@@ -21,12 +21,13 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from omegaconf import OmegaConf
 
 from qtha.adapters import ADAPTERS
 from qtha.config import DataConfig, ModelConfig, RunConfig
+from qtha.errors import ConfigError
 from qtha.identity import canonical, config_hash
 from qtha.scrub import scrub
 
@@ -198,6 +199,49 @@ def find_run(results_dir: str | Path, experiment: str, config: Any) -> Optional[
     if not matches:
         return None
     return max(matches, key=lambda m: (m[1].status == "ok", m[1].finished_at or "", m[1].started_at or ""))
+
+
+SEARCHED = ("workspace", "results")  # where an adapter file's record is looked for by default
+
+
+def find_record(path: Path, results_dirs: Sequence[Path]) -> Path:
+    """The record itself, or the record whose ``adapter_path`` is this checkpoint."""
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise ConfigError(f"record {str(path)!r} does not exist; allowed: a <results>/runs/<experiment>/<run>.json")
+        return path
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {str(path)!r} does not exist; allowed: a record .json or an adapter "
+                          ".safetensors written by a run")
+    target = path.resolve()
+    for results in results_dirs:
+        for folder in sorted((results / "runs").glob("*")):
+            for candidate in record_files(folder):
+                try:
+                    saved = load_record(candidate).adapter_path
+                except (OSError, ValueError):
+                    continue
+                if saved and Path(saved).resolve() == target:
+                    return candidate
+    raise ConfigError(f"no record under {', '.join(f'{d}/runs' for d in results_dirs)} names adapter {str(path)!r}; "
+                      "allowed: pass the run's record .json (it holds the config the adapter was trained with)")
+
+
+def finished_record(record_file: Path) -> tuple[RunRecord, Optional[str]]:
+    """A finished (``ok``) record and its adapter file (``None`` when it trained nothing): what re-evaluating or
+    exporting a run starts from; anything else is a one-line :class:`ConfigError` naming the file."""
+    try:
+        record = load_record(record_file)
+    except (OSError, ValueError) as exc:  # a truncated or foreign file: one line naming it, no traceback
+        raise ConfigError(f"{exc}; allowed: a run record written by python -m qtha.run") from None
+    if record.status != "ok":
+        raise ConfigError(f"record {record_file} has status={record.status!r}; allowed: a finished run (ok)")
+    if record.trainable_params == 0:
+        return record, None
+    if not (record.adapter_path and Path(record.adapter_path).is_file()):
+        raise ConfigError(f"the adapter of {record_file} ({record.adapter_path!r}) is missing; allowed: a record "
+                          "whose adapter file still exists (trainer.save_adapter=true)")
+    return record, record.adapter_path
 
 
 # --------------------------------------------------------------------------- old schemas

@@ -20,9 +20,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from qtha import adapters, offline
+from qtha.backbone import base_reference
 from qtha.build import Built, build
 from qtha.checkpoint import LastCheckpoint, checkpoint_dir, resume_checkpoint
 from qtha.data import fingerprint
@@ -30,8 +32,9 @@ from qtha.errors import ConfigError
 from qtha.eval import reevaluate
 from qtha.evaluation import Measurement, measure, validate, write_predictions
 from qtha.identity import config_hash, label, plain
+from qtha.interop.adapter_dir import WEIGHTS_FILE, describe, save_adapter_dir
 from qtha.lock import lock_path, run_lock
-from qtha.loggers import build_logger, finish, run_path
+from qtha.loggers import build_logger, finish, log_run_artifact, run_path
 from qtha.provenance import environment, git_dirty, git_sha, versions
 from qtha.quantum.resources import QuantumAccount
 from qtha.results import (RunRecord, find_run, load_record, predictions_path, record_path, set_aside, timed_phase,
@@ -88,8 +91,12 @@ def _train(cfg: DictConfig, overrides: list[str]) -> Run:
             log.warning("qtha: %s could not be read as a record; kept as %s, writing a new one", path, aside)
     write_record(record, path)
     start = time.perf_counter()
+    logger: Optional[Logger] = None
     try:
-        _fit_and_measure(cfg, record, path, ckpt_dir, resume_from)
+        logger = build_logger(cfg.logger, group=cfg.name, name=record.stem, save_dir=Path(cfg.work_dir) / "loggers",
+                              config={**scrub(record.config), "config_hash": record.config_hash})
+        record.wandb_run = run_path(logger)
+        _fit_and_measure(cfg, record, path, ckpt_dir, resume_from, logger)
         record.status = "ok"
     except Exception as exc:  # recorded, then re-raised for the caller to decide
         record.status = "failed"
@@ -100,6 +107,10 @@ def _train(cfg: DictConfig, overrides: list[str]) -> Run:
         record.peak_rss_mb = round(_peak_rss_mb(), 1)
         record.finished_at = _now()
         write_record(record, path)
+        adapter = Path(record.adapter_path).parent if record.adapter_path else None
+        log_run_artifact(logger, f"{cfg.name}-{record.config_hash}", path, adapter,
+                         {"config_hash": record.config_hash, "status": record.status, "experiment": cfg.name})
+        finish(logger)
     return _reevaluate(cfg, Run(path, record))
 
 
@@ -147,15 +158,11 @@ def _fit(cfg: DictConfig, built: Built, resume_from: Optional[Path]) -> bool:
 
 
 def _fit_and_measure(cfg: DictConfig, record: RunRecord, path: Path, ckpt_dir: Path,
-                     resume_from: Optional[Path]) -> None:
+                     resume_from: Optional[Path], logger: Optional[Logger]) -> None:
     """The heavy part: build, validate at step 0, fit, measure, save. Each phase's seconds go to
     ``record.timings`` as it ends (or fails), the QNN's circuit account to ``record.quantum_resources``."""
-    work = Path(cfg.work_dir)
-    logger = build_logger(cfg.logger, group=cfg.name, name=record.stem, save_dir=work / "loggers",
-                          config={**scrub(record.config), "config_hash": record.config_hash})
     account, built, timings = QuantumAccount(cfg.quantum), None, record.timings
     try:
-        record.wandb_run = run_path(logger)
         with timed_phase(timings, "load_s"):
             built = build(cfg, logger=logger,
                           callbacks=[account, LastCheckpoint(ckpt_dir, cfg.trainer.checkpoint_every)])
@@ -178,7 +185,6 @@ def _fit_and_measure(cfg: DictConfig, record: RunRecord, path: Path, ckpt_dir: P
     finally:
         if built is not None:
             record.quantum_resources = account.summary(built.trainer.global_step)
-        finish(logger)
 
 
 def _measure(built: Built, cfg: DictConfig, timings: dict[str, float]) -> Measurement:
@@ -205,6 +211,7 @@ def _save_outputs(cfg: DictConfig, record: RunRecord, path: Path, built: Built, 
         record.generation = measured.generation
         record.predictions_path = str(write_predictions(predictions_path(path), measured.predictions))
     if cfg.trainer.save_adapter and record.trainable_params > 0:
-        adapter = Path(cfg.adapter_dir) / cfg.name / f"{path.stem}.safetensors"
-        adapters.save_adapter(built.model, adapter)
-        record.adapter_path = str(adapter)
+        wrapped = [name for name, _ in adapters.adapter_layers(built.model)]
+        folder = save_adapter_dir(built.model, Path(cfg.adapter_dir) / cfg.name / path.stem,
+                                  describe(cfg.adapter, cfg.quantum, base_reference(cfg.model), wrapped))
+        record.adapter_path = str(folder / WEIGHTS_FILE)

@@ -188,6 +188,22 @@ BAD_INPUTS: list[tuple[tuple[str, ...], str]] = [
     ((*JSONL, "data.path={data}/number.jsonl"), "number.jsonl:1: field 'prompt' must be non-empty text, got 5"),
     ((*JSONL, "data.path={data}/role.jsonl"), "role.jsonl:1: messages[0] must be {{'role': system|user|assistant"),
     ((*JSONL, "data.path={data}/messages_text.jsonl"), "'messages' must be a non-empty list of {{role, content}}"),
+    # --- LLaMA-Factory formats (qtha.data.formats)
+    ((*JSONL, "data.format=alpacas"), "data.format='alpacas' is not allowed; allowed: qtha, alpaca, sharegpt"),
+    ((*JSONL, "data.format=alpaca", "data.columns.promt=x"), "data.columns.promt is not a config key; allowed keys in"),
+    ((*JSONL, "data.format=alpaca", "data.columns.messages=turns"), "data.columns.messages is not a column of "
+                                                                     "data.format=alpaca; allowed: history, prompt"),
+    ((*JSONL, "data.columns.prompt=q"), "data.columns.prompt is not a column of data.format=qtha; allowed: none"),
+    ((*JSONL, "data.format=alpaca", "data.tags.role_tag=r"), "data.tags.role_tag is not a tag of data.format=alpaca"),
+    (("data=gsm8k", "data.format=sharegpt"), "data.format=sharegpt needs a dataset that reads any rows; allowed: "
+                                             "data=jsonl (data=gsm8k has its own fields)"),
+    ((*JSONL, "data.format=alpaca", "data.path={data}/alpaca_bad.json"), "alpaca_bad.json:3: invalid JSON"),
+    ((*JSONL, "data.format=alpaca", "data.path={data}/alpaca_no_output.json"),
+     "alpaca_no_output.json:2: field 'output' must be the response text, got NoneType"),
+    ((*JSONL, "data.format=sharegpt", "data.path={data}/sharegpt_order.jsonl"),
+     "sharegpt_order.jsonl:1: conversations[1] has from='human'; expected 'gpt'"),
+    ((*JSONL, "data.format=sharegpt", "data.path={data}/sharegpt_tool.jsonl"),
+     "sharegpt_tool.jsonl:1: conversations[1] has from='function_call'; expected 'gpt'"),
     ((*JSONL, "data.path={data}/no_fields.jsonl"), "expected 'messages' (a list of {{role, content}}) or 'prompt'"),
     ((*JSONL, "data.path={data}/blank.jsonl"), "data=jsonl has 0 rows, too few to hold out data.holdout_size=1"),
     (("data=jsonl", "data.path={data}"), "data=jsonl has no local data at '{data}'"),
@@ -261,6 +277,11 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "messages_text.jsonl": '{"messages": "hi"}\n' * 3,
         "no_fields.jsonl": '{"foo": 1}\n' * 3,
         "blank.jsonl": "\n  \n\n",
+        "alpaca_bad.json": '[\n  {"instruction": "q", "output": "a"},\n  {"instruction": "q" "output": "a"}\n]\n',
+        "alpaca_no_output.json": '[\n  {"instruction": "q"},\n  {"instruction": "q"},\n  {"instruction": "q"}\n]\n',
+        "sharegpt_order.jsonl": '{"conversations": [{"from": "human", "value": "q"}, {"from": "human", "value": "q"}]}\n' * 3,
+        "sharegpt_tool.jsonl": '{"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", '
+                               '"value": "{}"}]}\n' * 3,
     }
     for name, text in files.items():
         (root / name).write_text(text)

@@ -86,7 +86,7 @@ def test_one_job_is_validated_once_and_its_data_file_read_once(tmp_path, monkeyp
     data = tmp_path / "chat.jsonl"
     data.write_text("".join(f'{{"prompt": "q{i}", "response": "a{i}"}}\n' for i in range(8)))
     reads, checks = [], []
-    monkeypatch.setattr(source, "read_jsonl", lambda p, real=source.read_jsonl: reads.append(p) or real(p))
+    monkeypatch.setattr(source, "read_rows", lambda p, real=source.read_rows: reads.append(p) or real(p))
     monkeypatch.setattr(compose, "check_data", lambda *a, real=compose.check_data, **k: checks.append(1) or real(*a, **k))
     args = tiny_overrides(tmp_path, "data=jsonl", f"data.path={data}", "data.size=4", "data.holdout_size=2", "data.test_size=2",
                           "trainer.max_steps=1", "eval.enabled=false")

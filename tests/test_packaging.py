@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import zipfile
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +28,9 @@ def test_the_wheel_carries_the_configs_and_runs_from_elsewhere(tmp_path, python_
         archive.extractall(tmp_path / "site")
     wanted = {f"qtha/conf/{p.relative_to(CONF_DIR).as_posix()}" for p in CONF_DIR.rglob("*.yaml")}
     assert len(wanted) > 30 and wanted <= names, sorted(wanted - names)[:5]
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    scripts = archive_text(wheel, entry_points)
+    assert all(f"qtha-{tool} = qtha." in scripts for tool in ("run", "eval", "report", "params", "export")), scripts
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -38,3 +44,20 @@ def test_the_wheel_carries_the_configs_and_runs_from_elsewhere(tmp_path, python_
     summary = json.loads(run.stdout.strip().splitlines()[-1][len("qtha: "):])
     assert summary["status"] == "ok" and summary["steps"] == 2
     assert (elsewhere / summary["record"]).is_file() and summary["record"].startswith(f"workspace{os.sep}runs")
+
+
+def archive_text(wheel, name: str) -> str:
+    with zipfile.ZipFile(wheel) as archive:
+        return archive.read(name).decode()
+
+
+@pytest.mark.parametrize("tool", ["run", "eval", "report", "params", "export"])
+def test_console_scripts_are_installed_and_answer_help(tool, tmp_path, python_process):
+    """``pip install`` puts ``qtha-<tool>`` beside the interpreter; each is its ``python -m qtha.<tool>`` command.
+    (``python_process`` marks the test slow: it starts one.)"""
+    script = Path(sys.executable).parent / f"qtha-{tool}"
+    if not script.is_file():
+        pytest.skip(f"{script} is not installed (pip install -e . installs it)")
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env=clean_env(tmp_path), stdin=subprocess.DEVNULL)
+    assert done.returncode == 0 and ("usage" in done.stdout.lower() or "powered by hydra" in done.stdout), done.stderr

@@ -135,6 +135,14 @@ def test_cli_single_run_with_wandb_offline(tmp_path, cli):
     (rec,) = _records(tmp_path)
     assert rec["status"] == "ok" and rec["trainable_params"] > 0
     assert rec["wandb_run"] and "offline-run" in rec["wandb_run"] and Path(rec["wandb_run"]).exists()
+    # the record and the adapter folder are one artifact of the offline run, staged for `wandb sync`
+    (run_file,) = Path(rec["wandb_run"]).parent.glob("run-*.wandb")
+    logged = run_file.read_bytes()
+    name = f"default-{rec['config_hash']}".encode()
+    assert b"qtha-run" in logged and name in logged and f"record/{next((tmp_path / 'results' / 'runs').rglob('*.json')).name}".encode() in logged
+    assert b"adapter/adapter_model.safetensors" in logged and b"adapter/adapter_config.json" in logged
+    staged = sorted((tmp_path / "outputs" / "loggers" / "wandb-data" / "artifacts" / "staging").iterdir())
+    assert staged and sum(p.stat().st_size for p in staged) > Path(rec["adapter_path"]).stat().st_size
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("qtha: {")
     summary = json.loads(last[len("qtha: "):])
@@ -270,5 +278,5 @@ def test_the_adapter_goes_where_adapter_dir_says(tmp_path):
     keep = tmp_path / "results" / "adapters"
     run = train(compose_checked(tiny_overrides(tmp_path, "trainer.max_steps=1", "eval.enabled=false",
                                                f"adapter_dir={keep}")), [])
-    assert Path(run.record.adapter_path) == keep / "default" / f"{run.path.stem}.safetensors"
-    assert Path(run.record.adapter_path).is_file()
+    assert Path(run.record.adapter_path) == keep / "default" / run.path.stem / "adapter_model.safetensors"
+    assert Path(run.record.adapter_path).is_file() and (keep / "default" / run.path.stem / "adapter_config.json").is_file()

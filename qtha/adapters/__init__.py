@@ -20,11 +20,12 @@ from qtha.adapters.inject import (
     count_trainable,
     expected_trainable,
     inject_adapters,
-    load_adapter,
+    load_adapter_file,
     load_adapter_state_dict,
     merge_adapters,
-    save_adapter,
+    save_adapter_file,
     unmerge_adapters,
+    unwrap_merged,
 )
 from qtha.adapters.registry import ADAPTERS, AdapterSpec, adapter_spec, check_adapter, register_adapter
 
@@ -49,10 +50,11 @@ __all__ = [
     "count_trainable",
     "expected_trainable",
     "inject_adapters",
-    "load_adapter",
+    "load_adapter_file",
     "load_adapter_state_dict",
     "merge_adapters",
     "register_adapter",
-    "save_adapter",
+    "save_adapter_file",
     "unmerge_adapters",
+    "unwrap_merged",
 ]

@@ -57,7 +57,7 @@ class AdapterLayer(nn.Module, ABC):
     with float32 adapters runs without autocast.
     """
 
-    mergeable: ClassVar[bool]
+    mergeable: bool  # Δ is linear in x (merge works); a class default, set per layer where the config decides (QTHA)
     uses_quantum: ClassVar[bool] = False  # True: the constructor takes ``quantum=QuantumConfig``
     # True when every op of ``delta`` that reads x is one autocast runs in its lower precision (a matmul): under
     # autocast x then enters the branch as it is, since casting it up would only be cast back down — two copies
@@ -91,6 +91,12 @@ class AdapterLayer(nn.Module, ABC):
     def check_config(cls, cfg: Any) -> None:
         """The method's own config checks (one-line :class:`~qtha.errors.ConfigError`); the shared fields
         are checked by :func:`qtha.adapters.registry.check_adapter` before this runs."""
+
+    @classmethod
+    def is_mergeable(cls, cfg: AdapterConfig) -> bool:
+        """Whether a layer built from ``cfg`` will merge, known before any model is loaded (``qtha.export`` refuses
+        a merged export up front): :attr:`mergeable`, unless the method's config decides (QTHA's linear variants)."""
+        return cls.mergeable
 
     def delta_weight(self) -> Tensor:
         """Scaled update as a (d_out, d_in) matrix in the adapter dtype; mergeable adapters only."""

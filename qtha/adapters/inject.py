@@ -180,7 +180,7 @@ def load_adapter_state_dict(model: nn.Module, state: dict[str, Tensor], strict: 
     return LoadResult(missing, unexpected)
 
 
-def save_adapter(model: nn.Module, path: str | os.PathLike[str]) -> None:
+def save_adapter_file(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """Adapter weights only (safetensors), written to a temp file and renamed: never half-written."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +189,7 @@ def save_adapter(model: nn.Module, path: str | os.PathLike[str]) -> None:
     os.replace(tmp, target)
 
 
-def load_adapter(model: nn.Module, path: str | os.PathLike[str], strict: bool = True) -> LoadResult:
+def load_adapter_file(model: nn.Module, path: str | os.PathLike[str], strict: bool = True) -> LoadResult:
     return load_adapter_state_dict(model, load_file(os.fspath(path)), strict=strict)
 
 
@@ -223,4 +223,19 @@ def unmerge_adapters(model: nn.Module) -> list[str]:
         raise AdapterMergeError(f"{len(not_merged)} adapter layers are not merged, e.g. {not_merged[0]}")
     for _, layer in layers:
         layer.unmerge()
+    return [name for name, _ in layers]
+
+
+def unwrap_merged(model: nn.Module) -> list[str]:
+    """Put each merged adapter layer's base linear (which now holds the merged weight) back in its place, so the
+    model is a plain transformers model again: what ``save_pretrained`` must see for a folder that loads without
+    qtha. Every layer must be merged first (:func:`merge_adapters`), else the adapter would be dropped."""
+    layers = adapter_layers(model)
+    not_merged = [name for name, layer in layers if not layer.merged]
+    if not_merged:
+        raise AdapterMergeError(f"{len(not_merged)} adapter layers are not merged, e.g. {not_merged[0]}; "
+                                "merge_adapters(model) first")
+    for name, layer in layers:
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, layer.base)
     return [name for name, _ in layers]

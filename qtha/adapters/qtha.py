@@ -44,6 +44,7 @@ from qtha.quantum import ANSATZE, MAX_QUBITS, QNN
 from qtha.tn.mpo import MPO, factorize
 
 QTHA_VARIANTS = ("full", "mpo", "mpo_mlp", "mlp_qnn", "qnn")
+LINEAR_VARIANTS = frozenset({"mpo", "mpo_mlp"})  # no QNN or MLP branch: Δ is a matrix, so the layer merges
 BRANCHES = ("qnn", "silu_mlp")
 INITS = ("authors", "spec_v1")
 MAX_QNN_LAYERS = 256  # circuit depth per forward pass; far above the paper's, below a loop that never ends
@@ -157,9 +158,11 @@ def _silu_mlp(width: int, layers: int, **kw: Any) -> nn.Sequential:
 
 
 class QTHALayer(AdapterLayer):
-    """MPO + QNN + linear-fusion adapter; nonlinear in x (the QNN), hence not mergeable."""
+    """MPO + QNN + linear-fusion adapter. With the QNN (or its SiLU control) Δ is nonlinear in x, hence not
+    mergeable; the variants without that branch (``mpo``, ``mpo_mlp``: :data:`LINEAR_VARIANTS`) are linear maps
+    and merge like LoRA (``mergeable`` is then set per layer)."""
 
-    mergeable: ClassVar[bool] = False
+    mergeable: bool = False
     autocast_input: ClassVar[bool] = True
     uses_quantum: ClassVar[bool] = True
 
@@ -167,6 +170,7 @@ class QTHALayer(AdapterLayer):
                  quantum: Optional[QuantumConfig] = None) -> None:
         super().__init__(base, cfg, dtype=dtype)
         self.variant = cfg.variant
+        self.mergeable = self.is_mergeable(cfg)
         self._kept_A: dict = {}  # A_lin∘MPO_A and MPO_B∘B_lin between no-gradient calls (:func:`_kept_product`)
         self._kept_B: dict = {}
         kw = self.factory_kwargs()
@@ -216,6 +220,18 @@ class QTHALayer(AdapterLayer):
         elif hasattr(self, "mlp"):
             o = o + self.mlp(c)
         return _chain(getattr(self, "mpo_B", None), self.B_lin, o, n_tokens, self._kept_B)
+
+    @classmethod
+    def is_mergeable(cls, cfg: Any) -> bool:
+        return cfg.variant in LINEAR_VARIANTS
+
+    def delta_weight(self) -> Tensor:
+        """The linear variants' update as a (d_out, d_in) matrix: Δ applied to the identity (d_in "tokens"), which
+        is exact for any linear Δ and needs no second description of the chain; the others refuse (nonlinear)."""
+        if not self.mergeable:
+            return super().delta_weight()
+        eye = torch.eye(self.in_features, device=self.base.weight.device, dtype=self._compute_dtype())
+        return self.scaling * self.delta(eye).T
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:

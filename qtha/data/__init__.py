@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from qtha.config import DataConfig
 from qtha.errors import ConfigError, one_of, positive
-from qtha.data import ch_r1_math, cmath, cpsycound, gsm8k, jsonl, r1_distill_sft, synthetic_math
+from qtha.data import ch_r1_math, cmath, cpsycound, formats, gsm8k, jsonl, r1_distill_sft, synthetic_math
 from qtha.data.rows import Example
 from qtha.data.source import FileDataset
 
@@ -137,6 +137,11 @@ def check_data(cfg: DataConfig, allow_hub: bool, trains: bool = True) -> None:
     if cfg.max_length < 16:
         raise ConfigError(f"data.max_length={cfg.max_length} is too short; allowed: >= 16 tokens")
     one_of("data.batching", cfg.batching, BATCHINGS)
+    formats.check_format(cfg.format, formats.given(cfg.columns), formats.given(cfg.tags))
+    if cfg.format != "qtha" and not (cfg.name in FILE_DATASETS and FILE_DATASETS[cfg.name].formats):
+        readers = sorted(n for n, d in FILE_DATASETS.items() if d.formats)
+        raise ConfigError(f"data.format={cfg.format} needs a dataset that reads any rows; allowed: data={'|'.join(readers)} "
+                          f"(data={cfg.name} has its own fields)")
     if isinstance(cfg.bucket_batches, bool) or not isinstance(cfg.bucket_batches, int) or cfg.bucket_batches < 1:
         raise ConfigError(f"data.bucket_batches={cfg.bucket_batches!r} is not allowed; allowed: an int >= 1 "
                           "(batches per length-sorted window)")

@@ -1,4 +1,5 @@
-"""Any local chat data: rows ``{"messages": [...]}`` or ``{"prompt": ..., "response": ...}``.
+"""Any local chat data: rows ``{"messages": [...]}`` or ``{"prompt": ..., "response": ...}``, or LLaMA-Factory's
+alpaca / sharegpt rows (``data.format``, converted to ``messages`` by :mod:`qtha.data.formats` first).
 
 Optional per row: ``answer`` (a maths reference, enables the maths metrics) and ``lang``
 ("zh"/"en"; guessed from CJK characters when absent).
@@ -23,4 +24,5 @@ def to_example(row: Row) -> Example:
     return example
 
 
-DATASET = FileDataset(name="jsonl", to_example=to_example, fields="'messages' or 'prompt' and 'response'")
+DATASET = FileDataset(name="jsonl", to_example=to_example, formats=True,
+                      fields="'messages' or 'prompt' and 'response' (data.format=qtha), or alpaca / sharegpt fields")

@@ -114,3 +114,56 @@ def read_jsonl(path: Path) -> Rows:
         rows.append(Row(where, data))
     return Rows(rows)
 
+
+
+def read_json_array(path: Path) -> Rows:
+    """A JSON file holding one array of objects (LLaMA-Factory's ``.json`` datasets). Each element is decoded on its
+    own, so a bad one is named by the line it starts on, as in a JSONL file."""
+    text = "".join(line + "\n" for _, line in utf8_lines(path))
+    decoder, rows = json.JSONDecoder(), []
+    lines = _LineCounter(text)
+    at = _skip(text, _skip(text, 0) + 1)  # past the "[" (read_rows checked it)
+    while text[at:at + 1] != "]":
+        where = f"{path}:{lines.at(at)}"
+        try:
+            data, at = decoder.raw_decode(text, at)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+                              "expected a JSON array of objects") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        rows.append(Row(where, data))
+        at = _skip(text, at)
+        if text[at:at + 1] == ",":
+            at = _skip(text, at + 1)
+        elif text[at:at + 1] != "]":
+            raise ConfigError(f"{path}:{lines.at(at)}: expected ',' or ']' after an array element")
+    return Rows(rows)
+
+
+class _LineCounter:
+    """The line number of a position, counted forward from the last one asked (linear over a whole file)."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.pos, self.line = text, 0, 1
+
+    def at(self, pos: int) -> int:
+        self.line += self.text.count("\n", self.pos, pos)
+        self.pos = pos
+        return self.line
+
+
+def _skip(text: str, at: int) -> int:
+    while at < len(text) and text[at] in " \t\r\n":
+        at += 1
+    return at
+
+
+def read_rows(path: Path) -> Rows:
+    """A local data file: a ``.json`` file that holds one array (LLaMA-Factory's), else JSON lines."""
+    if path.suffix == ".json":
+        with path.open("rb") as f:
+            head = f.read(4096).lstrip()
+        if head.startswith(b"["):
+            return read_json_array(path)
+    return read_jsonl(path)

@@ -2,8 +2,8 @@
 
 Every file-backed dataset follows one recipe, so the guarantees hold for all of them:
 
-* ``data.path`` wins when it holds data: a folder with ``train.jsonl`` and/or ``test.jsonl``,
-  one ``.jsonl`` file, or (CPsyCounD) a folder of ``case_*.txt`` dialogues; otherwise the
+* ``data.path`` wins when it holds data: a folder with ``train.jsonl`` and/or ``test.jsonl`` (or ``.json``),
+  one such file (a ``.json`` file may hold one array), or (CPsyCounD) a folder of ``case_*.txt`` dialogues; otherwise the
   dataset's ``hub_id`` is loaded with ``datasets.load_dataset``;
 * the test split is the source's own when it has one, else a fixed hold-out of
   ``data.holdout_size`` rows drawn with ``data.data_seed`` (disjoint from the pool);
@@ -28,8 +28,8 @@ from typing import Any, Callable, Optional, Protocol
 
 from qtha.config import DataConfig
 from qtha.errors import ConfigError
-from qtha.data import hub
-from qtha.data.rows import Example, Row, Rows, read_jsonl
+from qtha.data import formats, hub
+from qtha.data.rows import Example, Row, Rows, read_rows
 
 log = logging.getLogger("qtha")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -61,6 +61,11 @@ def _conversation(example: Example) -> tuple[tuple[str, str], ...]:
     return tuple((m["role"], m["content"]) for m in example["messages"])
 
 
+def _split_file(folder: Path, split: str) -> Optional[Path]:
+    """``<split>.jsonl``, else ``<split>.json``, in ``folder`` (None when neither is there)."""
+    return next((p for p in (folder / f"{split}.jsonl", folder / f"{split}.json") if p.is_file()), None)
+
+
 def _case_number(path: Path) -> tuple[int, str]:
     digits = re.findall(r"\d+", path.stem)
     return (int(digits[-1]) if digits else -1, path.name)
@@ -73,7 +78,7 @@ class FileDataset:
     ``fields`` says what a row must hold (for error messages); ``keep`` = (column, predicate)
     selects rows before splitting (CH-R1-Math: maths prompts only); ``text_files`` = (glob,
     parser) reads a folder of one-dialogue text files; ``hub_test=None`` means "no test split:
-    hold one out".
+    hold one out"; ``formats``: rows may come in LLaMA-Factory's formats (``data.format``, :mod:`qtha.data.formats`).
     """
 
     name: str
@@ -85,6 +90,7 @@ class FileDataset:
     keep: Optional[tuple[str, Callable[[Any], bool]]] = None
     text_files: Optional[tuple[str, Callable[[Path], Row]]] = None
     eval_only: bool = False
+    formats: bool = False
 
     # ------------------------------------------------------------------ reading
     def _local_files(self, path: Optional[Path]) -> tuple[str, list[Path]]:
@@ -93,7 +99,7 @@ class FileDataset:
             return "", []
         if path.is_file():
             return "file", [path]
-        splits = [p for p in (path / "train.jsonl", path / "test.jsonl") if p.is_file()]
+        splits = [p for p in (_split_file(path, "train"), _split_file(path, "test")) if p is not None]
         if splits:
             return "splits", splits
         if self.text_files:
@@ -106,10 +112,10 @@ class FileDataset:
         """How to read the local data at ``path``, or None when there is none (nothing is read yet)."""
         layout, files = self._local_files(path)
         if layout == "file":
-            return lambda: (read_jsonl(files[0]), None)
+            return lambda: (read_rows(files[0]), None)
         if layout == "splits":
-            train, test = path / "train.jsonl", path / "test.jsonl"
-            return lambda: (read_jsonl(train) if train in files else None, read_jsonl(test) if test in files else None)
+            train, test = _split_file(path, "train"), _split_file(path, "test")
+            return lambda: (read_rows(train) if train else None, read_rows(test) if test else None)
         if layout == "cases":
             return lambda: (Rows([self.text_files[1](p) for p in files]), None)
         return None
@@ -126,7 +132,7 @@ class FileDataset:
         return self._local_reader(resolve(cfg.path)) is not None
 
     def _layout(self) -> str:
-        files = "train.jsonl/test.jsonl or one .jsonl file"
+        files = "train/test .jsonl or .json files or one such file"
         if self.text_files:
             files += f" or {self.text_files[0]} files"
         return f"{files}; rows with {self.fields}"
@@ -187,16 +193,18 @@ class FileDataset:
         if not test_idx:
             raise ConfigError(f"data={self.name} has an empty test split (data.path={cfg.path!r}); "
                               "allowed: a test.jsonl with at least one row")
-        tests = [self._example(test[i]) for i in test_idx]
+        tests = [self._example(test[i], cfg) for i in test_idx]
         seen = {_conversation(e) for e in tests}
-        pool = [self._example(train[i]) for i in sorted(order[:cfg.pool_size])]
+        pool = [self._example(train[i], cfg) for i in sorted(order[:cfg.pool_size])]
         fresh = [e for e in pool if _conversation(e) not in seen]
         if len(fresh) < len(pool):
             log.info("qtha: data=%s: %d training rows repeat a test conversation verbatim and are left out",
                      self.name, len(pool) - len(fresh))
         return fresh, tests
 
-    def _example(self, row: Row) -> Example:
+    def _example(self, row: Row, cfg: DataConfig) -> Example:
+        if self.formats:
+            row = formats.convert(row, cfg.format, formats.given(cfg.columns), formats.given(cfg.tags))
         example = self.to_example(row)
         example.setdefault("id", str(row.data.get("id") or row.origin))
         return example

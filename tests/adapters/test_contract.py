@@ -27,10 +27,10 @@ from qtha.adapters import (
     count_trainable,
     expected_trainable,
     inject_adapters,
-    load_adapter,
+    load_adapter_file,
     load_adapter_state_dict,
     merge_adapters,
-    save_adapter,
+    save_adapter_file,
     unmerge_adapters,
 )
 from qtha.adapters.base import AdapterConfig
@@ -283,12 +283,12 @@ def test_adapter_only_save_load_roundtrip(s: Subject, tmp_path) -> None:
     trained = s.adapted(seed=1).eval()
     perturb(trained)
     path = tmp_path / "adapter.safetensors"
-    save_adapter(trained, path)
+    save_adapter_file(trained, path)
     assert set(adapter_state_dict(trained)) == adapter_state_names(trained)  # no LM weight saved
 
     fresh = s.adapted(seed=2).eval()
     assert not torch.equal(s.run(fresh), s.run(trained))
-    result = load_adapter(fresh, path)
+    result = load_adapter_file(fresh, path)
     assert result.missing == result.unexpected == []
     assert torch.equal(s.run(fresh), s.run(trained))
 

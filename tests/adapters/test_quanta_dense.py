@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from test_quanta_reference import SHAPES, make_layer, make_padded, reference_operator
 
 from qtha.adapters import (AdapterLayer, adapter_layers, adapter_state_dict, count_trainable, inject_adapters,
-                           load_adapter, save_adapter)
+                           load_adapter_file, save_adapter_file)
 from qtha.adapters.quanta import QuanTAConfig, QuanTALayer, chain_macs, dense_macs, dense_operator
 
 LAYERS = [pytest.param(lambda a=a, b=b: make_layer(a, b), id=f"exact-{a}-{b}") for a, b in SHAPES] + [
@@ -205,7 +205,7 @@ def test_seeded_layers_store_where_t0_was_drawn(cfg, tmp_path) -> None:
     trainable = count_trainable(model)
     assert sum(t.numel() * t.element_size() for t in state.values()) == 4 * trainable + 2 * 16
     path = tmp_path / "a.safetensors"
-    save_adapter(model, path)
+    save_adapter_file(model, path)
     assert path.stat().st_size <= 1.1 * 4 * trainable + 1024  # tensors + the safetensors header
     assert len(state) == 4  # one tensor per role: the header stays small
     for layer in layers:  # what a load regenerates is T0 bit for bit
@@ -244,13 +244,13 @@ def test_either_format_loads_into_either_layer(cfg, src_locate, dst_locate, tmp_
     src = _model(cfg, seed=3, locate=src_locate)
     _perturb(src)
     path = tmp_path / "a.safetensors"
-    save_adapter(src, path)
+    save_adapter_file(src, path)
     keys = set(load_file(path))
     assert any(k.endswith(".quanta_T0") for k in keys) != src_locate
     dst = _model(cfg, seed=4, locate=dst_locate)
     x = torch.randn(200, 64)
     before = dst(x)  # builds dst's cached 𝒯_{θ0}, which the load must replace
-    assert load_adapter(dst, path).missing == []
+    assert load_adapter_file(dst, path).missing == []
     assert torch.equal(dst(x), src(x)) and not torch.equal(before, dst(x))
     assert set(adapter_state_dict(dst)) == keys
     assert [l.t0_stream for _, l in adapter_layers(dst)] == [l.t0_stream for _, l in adapter_layers(src)]
@@ -281,14 +281,14 @@ def test_checkpoint_of_the_earlier_format_loads(cfg, tmp_path) -> None:
     dst = _model(cfg, seed=4)
     x = torch.randn(200, 64)
     dst(x)
-    assert load_adapter(dst, path) == ([], [])
+    assert load_adapter_file(dst, path) == ([], [])
     assert torch.equal(dst(x), src(x))
     assert all(layer.t0_stream is None for _, layer in adapter_layers(dst))  # it keeps carrying T0
     broken = dict(old)
     broken["q_proj.quanta_T.0_1"] = broken["q_proj.quanta_T.0_1"].T.contiguous()
     if broken["q_proj.quanta_T.0_1"].shape != old["q_proj.quanta_T.0_1"].shape:
         with pytest.raises(ValueError, match="QuanTA checkpoint shape mismatch"):
-            load_adapter(dst, _save(broken, tmp_path))
+            load_adapter_file(dst, _save(broken, tmp_path))
 
 
 def test_negative_draw_count_is_rejected(tmp_path) -> None:
@@ -296,7 +296,7 @@ def test_negative_draw_count_is_rejected(tmp_path) -> None:
     state = adapter_state_dict(model)
     state["q_proj.quanta_T0_stream"] = torch.tensor([3, -1])
     with pytest.raises(ValueError, match="draw count must be >= 0"):
-        load_adapter(_model(CFGS[0], seed=3), _save(state, tmp_path))
+        load_adapter_file(_model(CFGS[0], seed=3), _save(state, tmp_path))
 
 
 def _save(state: dict[str, Tensor], tmp_path) -> str:
