@@ -108,6 +108,9 @@ class DataConfig:
     little padding; the batches' order is still shuffled by the seed). ``length`` trains on the same rows per
     epoch but in other batches: rows of similar length (in the maths data, often the same language) share a step,
     and a long row's tokens weigh less against a short one's in the token-mean loss than in a mixed batch.
+
+    ``format`` (``data=jsonl``): ``qtha`` rows, or LLaMA-Factory's ``alpaca`` / ``sharegpt`` rows with the column and
+    tag names of a ``dataset_info.json`` entry in ``columns`` / ``tags`` (:mod:`qtha.data.formats`).
     """
 
     name: str = MISSING

@@ -227,3 +227,30 @@ def test_peft_round_trip_on_smollm2(smollm2, smollm2_runs, kind, tmp_path):
         model = PeftModel.from_pretrained(base, out)
     assert not [w for w in caught if "key" in str(w.message).lower()], [str(w.message) for w in caught]
     torch.testing.assert_close(_logits(model), _qtha_logits(smollm2_runs, kind), **TOL)
+
+
+def test_a_regex_target_is_written_as_the_wrapped_modules_and_peft_wraps_exactly_those(tmp_path):
+    """peft has no spelling of qtha's ``re:`` entries beside its own single regex: the export lists the modules."""
+    from safetensors.torch import save_file
+
+    from qtha.adapters import adapter_state_dict, inject_adapters
+    from qtha.adapters.lora import LoRAConfig
+    from qtha.interop.peft_format import peft_config, to_peft_state
+
+    cfg = LoRAConfig(rank=2, alpha=4.0, target_modules=[r"re:.*\.layers\.1\.self_attn\.(q|v)_proj", "down_proj"])
+    mine = tiny_llama(torch.float32)
+    wrapped = inject_adapters(mine, cfg)
+    with torch.no_grad():
+        for name, p in mine.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn_like(p) * 0.05)
+    config = peft_config(cfg, wrapped, None)
+    assert config["target_modules"] == sorted(wrapped) and len(wrapped) == 4  # q, v of layer 1; down_proj of both
+    (tmp_path / "p").mkdir()
+    save_file(to_peft_state(adapter_state_dict(mine)), str(tmp_path / "p" / WEIGHTS_FILE))
+    (tmp_path / "p" / CONFIG_FILE).write_text(json.dumps(config))
+    theirs = PeftModel.from_pretrained(tiny_llama(torch.float32), tmp_path / "p")
+    assert {n.removeprefix("base_model.model.") for n, m in theirs.named_modules() if hasattr(m, "lora_A")} == set(wrapped)
+    ids = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(theirs.eval()(input_ids=ids).logits, mine.eval()(input_ids=ids).logits, **TOL)
