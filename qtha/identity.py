@@ -9,6 +9,7 @@ The readable label only names the record file; it never decides what is reused.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import re
@@ -34,9 +35,11 @@ LABEL_CHARS = 80
 
 
 def plain(cfg: Any) -> dict[str, Any]:
-    """A resolved config as plain JSON-able data (a DictConfig is resolved; a dict is copied)."""
+    """A resolved config as plain JSON-able data (a DictConfig is resolved; a schema dataclass or a dict is copied)."""
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return dataclasses.asdict(cfg)
     return copy.deepcopy(dict(cfg))
 
 

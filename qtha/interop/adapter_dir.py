@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
@@ -24,6 +23,7 @@ from qtha.adapters import (ADAPTERS, AdapterConfig, adapter_class, check_adapter
                            load_adapter_state_dict, save_adapter_file)
 from qtha.config import QuantumConfig
 from qtha.errors import ConfigError
+from qtha.identity import plain
 from qtha.interop.peft_format import from_peft
 from qtha.provenance import versions
 from qtha.quantum.settings import check_quantum
@@ -36,19 +36,11 @@ FORMAT = "qtha-adapter"
 FORMAT_VERSION = 1
 
 
-def _plain(cfg: Any) -> dict[str, Any]:
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    if dataclasses.is_dataclass(cfg):
-        return dataclasses.asdict(cfg)  # type: ignore[arg-type]
-    return dict(cfg)
-
-
 def describe(adapter: Any, quantum: Any, base_model: Optional[str], wrapped: list[str]) -> dict[str, Any]:
     """The ``adapter_config.json`` of a qtha folder (``quantum`` only where the method has a QNN branch)."""
     uses_quantum = bool(getattr(adapter_class(adapter.name), "uses_quantum", False))
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "qtha_version": versions().get("qtha"),
-            "adapter": _plain(adapter), "quantum": _plain(quantum) if uses_quantum and quantum is not None else None,
+            "adapter": plain(adapter), "quantum": plain(quantum) if uses_quantum and quantum is not None else None,
             "base_model_name_or_path": base_model, "wrapped_modules": sorted(wrapped)}
 
 
