@@ -4,7 +4,8 @@ The fast tier (``-m 'not slow'``) is kept honest in two halves. A collection hoo
 every test that asks for a fixture which spawns a Python process (``python_process``, ``cli``)
 or loads the embedded SmolLM2 (``smollm2``); and while an unmarked test runs, starting a Python
 process or loading SmolLM2 fails it, naming the fixture to use. So a test can only be fast if it
-really is.
+really is. A long family of cases of one code path (bad inputs, bad settings) is *sampled* in the fast tier
+(:func:`sampled`: every k-th case) and run whole in the full suite.
 """
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ SLOW_FIXTURES = {"python_process", "cli", "smollm2"}
 # Tests never touch the network or prompt for a W&B login.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+
+
+def sampled(cases: list[Any], every: int) -> list[Any]:
+    """``cases`` for ``parametrize``: all in the full suite, every ``every``-th (the first included) in the fast tier."""
+    return [pytest.param(*(c if isinstance(c, tuple) else (c,)), marks=() if i % every == 0 else pytest.mark.slow)
+            for i, c in enumerate(cases)]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -11,10 +11,10 @@ from qtha.compose import check_jobs, compose_checked, expand_sweeps, group_optio
 from qtha.errors import ConfigError
 
 
-# adapter, data and experiment (~40 compositions) run in the full suite; the fast tier composes their defaults
+# model, adapter, data and experiment (~50 compositions) run in the full suite; the fast tier composes their defaults
 # everywhere and each adapter in tests/adapters/.
-@pytest.mark.parametrize("group", ["model", "trainer", "logger",
-                                   *(pytest.param(g, marks=pytest.mark.slow) for g in ("adapter", "data", "experiment"))])
+@pytest.mark.parametrize("group", ["trainer", "logger",
+                                   *(pytest.param(g, marks=pytest.mark.slow) for g in ("model", "adapter", "data", "experiment"))])
 def test_every_option_of_every_group_composes(group, tmp_path):
     chat = tmp_path / "chat.jsonl"
     chat.write_text("".join(f'{{"prompt": "q{i}", "response": "a{i}"}}\n' for i in range(4)))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_overrides
+from conftest import sampled, tiny_overrides
 from qtha import eval as qeval
 from qtha.backbone import load_backbone
 from qtha.compose import compose_checked
@@ -106,7 +106,7 @@ def test_checkpoint_path_finds_its_record_and_overrides_apply(trained):
     assert entry["generation"]["rows"] == 2 and entry["changes"] == {"eval.limit": 2}
 
 
-@pytest.mark.parametrize("args,message", [
+@pytest.mark.parametrize("args,message", sampled([
     (["adapter.rank=8"], "adapter.rank cannot change at evaluation"),
     (["adapter=qtha"], "cannot change at evaluation (the saved weights fix model and adapter)"),
     (["model=smollm2_135m"], "model.arch.hidden_size cannot change at evaluation"),
@@ -114,7 +114,7 @@ def test_checkpoint_path_finds_its_record_and_overrides_apply(trained):
     (["eval.limit=0"], "eval.limit=0 must be > 0"),
     (["eval.metrics=[bleu5]"], "eval.metrics='bleu5' is not allowed"),
     (["quantum=noisy"], "quantum='noisy' is unknown; allowed: default_qubit"),
-])
+], 3))
 def test_bad_evaluation_overrides_are_one_line_errors(trained, capsys, args, message):
     _, cfg, run = trained
     assert qeval.main([str(run.path), *args]) == 2

@@ -1,6 +1,7 @@
 """Run identity = experiment + hash of the resolved semantic config (SPEC §6), never the command's spelling."""
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from qtha.identity import LABEL_CHARS, config_hash, label, semantic
 from qtha.train import train
 
 
+@functools.lru_cache(maxsize=None)  # a pure function of its overrides: each spelling composed once
 def _hash(*overrides: str) -> str:
     return config_hash(compose_checked(["model=tiny_llama", *overrides]))
 

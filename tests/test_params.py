@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from conftest import sampled
 from qtha.params import count, main
 
 
@@ -48,6 +49,6 @@ def test_cli_json_schema_and_bad_input(capsys):
     assert capsys.readouterr().err.strip() == "qtha: error: adapter.rank=0 must be > 0"
 
 
-@pytest.mark.parametrize("model", ["qwen2_7b", "deepseek_r1_distill_qwen_7b", "qwen2_0_5b"])
+@pytest.mark.parametrize("model", sampled(["qwen2_7b", "deepseek_r1_distill_qwen_7b", "qwen2_0_5b"], 3))
 def test_hub_models_count_offline(model):
     assert count([f"model={model}"])["total_trainable"] > 0

@@ -142,7 +142,11 @@ class Subject:
 
 
 SUBJECTS = [Subject(c, k) for c in CASES for k in ("linear", "llama")]
-subjects = pytest.mark.parametrize("s", SUBJECTS, ids=lambda s: f"{s.case.id}-{s.kind}")
+# The fast tier runs every case inside the Llama (what the adapters are for) and every fourth one on the bare
+# linear as well; the full suite runs both for all.
+subjects = pytest.mark.parametrize("s", [
+    pytest.param(s, id=f"{s.case.id}-{s.kind}", marks=() if s.kind == "llama" or i % 8 == 0 else pytest.mark.slow)
+    for i, s in enumerate(SUBJECTS)])
 cases = pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 
 

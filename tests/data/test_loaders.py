@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import sampled
 from qtha.compose import compose_checked
 from qtha.config import DataConfig
 from qtha.errors import ConfigError
@@ -171,7 +172,7 @@ def test_github_case_layout_reproduces_the_shared_split(shared_data, tmp_path):
 
 
 # --------------------------------------------------------------------------- malformed rows
-@pytest.mark.parametrize(("name", "line", "expected"), [
+@pytest.mark.parametrize(("name", "line", "expected"), sampled([
     ("gsm8k", '{"question": "Synthetic?", "answer": "4\\n#### 4"', "invalid JSON"),
     ("gsm8k", '["synthetic", "list"]', "expected a JSON object, got list"),
     ("gsm8k", '{"question": "Synthetic?"}', "field 'answer' must be non-empty text, got None"),
@@ -185,7 +186,7 @@ def test_github_case_layout_reproduces_the_shared_split(shared_data, tmp_path):
      "the last message must be the assistant's (the training target), got role 'user'"),
     ("jsonl", '{"prompt": "synthetic", "response": "ok", "lang": "fr"}', "field 'lang' must be one of zh, en"),
     ("jsonl", '{"text": "synthetic"}', "expected 'messages' (a list of {role, content}) or 'prompt' and 'response'"),
-])
+], 3))
 def test_malformed_row_names_file_and_line_before_any_model(tmp_path, name, line, expected):
     good = {"gsm8k": '{"question": "Synthetic: 1+1?", "answer": "1 + 1 = 2\\n#### 2"}',
             "cpsycound": '{"messages": [{"role": "user", "content": "synthetic"}, '
@@ -212,7 +213,7 @@ def test_jsonl_without_a_path_is_one_line():
     assert one_line_error(["data=jsonl"]).startswith("data=jsonl has no local data because data.path is unset")
 
 
-@pytest.mark.parametrize("name", HUB_SETS)
+@pytest.mark.parametrize("name", sampled(HUB_SETS, 2))
 def test_every_hub_set_names_its_hub_id(name):
     cfg = compose_checked([f"data={name}", "allow_hub=true", *(["adapter=none"] if name == "cmath" else [])]).data
     assert cfg.hub_id and cfg.path

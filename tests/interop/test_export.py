@@ -12,7 +12,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
 import qtha
-from conftest import tiny_overrides
+from conftest import sampled, tiny_overrides
 from peft_oracle import batch, tiny_llama
 from qtha.adapters import adapter_layers
 from qtha.build import build_model
@@ -96,8 +96,8 @@ def test_qtha_loads_a_peft_folder_it_exported(runs, kind, tmp_path):
     torch.testing.assert_close(_logits(model), _qtha_logits(runs, kind), **TOL)
 
 
-@pytest.mark.parametrize("dora", [False, True], ids=["lora", "dora"])
-@pytest.mark.parametrize("targets", [["q_proj", "v_proj"], "all-linear", r".*\.layers\.1\..*_proj"], ids=str)
+@pytest.mark.parametrize(("dora", "targets"), sampled([(d, t) for t in (["q_proj", "v_proj"], "all-linear",
+                                                                        r".*\.layers\.1\..*_proj") for d in (False, True)], 3))
 def test_qtha_loads_a_folder_peft_wrote(tmp_path, dora, targets):
     """The reverse with peft writing: any of its targeting forms, rsLoRA scaling included."""
     torch.manual_seed(2)
@@ -160,12 +160,12 @@ def test_the_adapter_file_finds_its_record(runs, tmp_path):
     assert (out / WEIGHTS_FILE).is_file()
 
 
-@pytest.mark.parametrize(("edit", "message"), [
+@pytest.mark.parametrize(("edit", "message"), sampled([
     ({"format_version": 99}, "neither a qtha adapter config"),
     ({"adapter": {"name": "nope"}}, "adapter.name='nope'"),
     ({"adapter": {"name": "qtha", "colour": 1}}, "'colour' is not a field of QTHAConfig"),
     ({"adapter": {"name": "qtha", "rank": 0}}, "adapter.rank"),
-])
+], 2))
 def test_a_bad_adapter_folder_is_a_one_line_error(runs, tmp_path, edit, message):
     out = export(runs["qtha"][0], "qtha", tmp_path / "q")
     config = json.loads((out / CONFIG_FILE).read_text())
@@ -174,11 +174,11 @@ def test_a_bad_adapter_folder_is_a_one_line_error(runs, tmp_path, edit, message)
         qtha.load_adapter(tiny_llama(torch.float32), out)
 
 
-@pytest.mark.parametrize(("edit", "message"), [
+@pytest.mark.parametrize(("edit", "message"), sampled([
     ({"bias": "all"}, "bias='all' is a peft option qtha does not implement"),
     ({"rank_pattern": {"q_proj": 8}}, "rank_pattern"),
     ({"peft_type": "IA3"}, "peft_type='IA3'"),
-])
+], 3))
 def test_peft_options_qtha_does_not_implement_are_refused(tmp_path, edit, message):
     theirs = get_peft_model(tiny_llama(torch.float32), LoraConfig(r=2, target_modules=["q_proj"]))
     theirs.save_pretrained(tmp_path / "theirs")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from pennylane.devices import DefaultMixed, DefaultQubit
 
-from conftest import tiny_overrides
+from conftest import sampled, tiny_overrides
 from qtha import eval as qeval
 from qtha.compose import compose_checked
 from qtha.errors import ConfigError
@@ -168,7 +168,7 @@ def test_shots_preset_composes():
     assert (q.backend, q.shots, q.noise) == ("pennylane", 1000, "none")
 
 
-@pytest.mark.parametrize("overrides,message", [
+@pytest.mark.parametrize("overrides,message", sampled([
     (["quantum.noise=depolarizing", "quantum.p1=0.01"],
      "quantum.noise=depolarizing needs a device that runs noise channels; allowed: quantum.backend=pennylane "
      "quantum.device=default.mixed"),
@@ -187,7 +187,7 @@ def test_shots_preset_composes():
     (["quantum.retries=-1"], "quantum.retries=-1 is invalid"),
     (["quantum.backoff_s=-1"], "quantum.backoff_s=-1.0 is invalid"),
     (["quantum.cache_size=-1"], "quantum.cache_size=-1 is invalid"),
-])
+], 3))
 def test_bad_quantum_settings_are_one_line_config_errors(overrides, message):
     with pytest.raises(ConfigError) as info:
         compose_checked([*overrides, "adapter=qtha"])

@@ -14,6 +14,7 @@ import pennylane as qml
 import pytest
 import torch
 
+from conftest import sampled
 from qtha.quantum import ANSATZE, QNN, register_ansatz, weight_shape
 from qtha.quantum import torchsim
 from qtha.quantum.torchsim import dense
@@ -74,7 +75,7 @@ HEA_GRID = [(n, L) for n in (1, 2, 3, 6, 9) for L in (1, 3)]
 
 
 @pytest.mark.parametrize("ansatz,n_qubits,n_layers",
-                         [("qtha", n, L) for n, L in QTHA_GRID] + [("hea", n, L) for n, L in HEA_GRID])
+                         sampled([("qtha", n, L) for n, L in QTHA_GRID] + [("hea", n, L) for n, L in HEA_GRID], 4))
 def test_torch_kernel_matches_default_qubit(ansatz, n_qubits, n_layers):
     fn = ANSATZE[ansatz][0]
     wshape = weight_shape(ansatz, n_qubits, n_layers)

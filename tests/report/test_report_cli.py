@@ -41,6 +41,7 @@ def test_unknown_experiment_exits_2(results_dir: Path, tmp_path: Path, capsys):
     assert capsys.readouterr().err.startswith("qtha: error: ")
 
 
+@pytest.mark.slow  # a second full report; the fast tier writes one (above)
 def test_an_unreadable_record_is_left_out_with_a_warning_and_listed(results_dir: Path, tmp_path: Path, fake_counts,
                                                                      capsys):
     schema = next((results_dir / "runs" / "qubits_sweep").glob("*.json"))
