@@ -48,20 +48,20 @@ def given(names: Any) -> dict[str, str]:
 def check_format(fmt: str, columns: Mapping[str, Any], tags: Mapping[str, Any]) -> None:
     """``data.format`` and the column and tag names set for it (:func:`given`; one-line :class:`ConfigError`)."""
     one_of("data.format", fmt, FORMATS)
-    allowed_columns = sorted(COLUMNS.get(fmt, {}))
-    for key, value in columns.items():
-        if key not in allowed_columns:
-            raise ConfigError(f"data.columns.{key} is not a column of data.format={fmt}; allowed: "
-                              f"{', '.join(allowed_columns) or 'none (data.format=qtha reads messages or prompt/response)'}")
+    _check_names("columns", "a column", columns, sorted(COLUMNS.get(fmt, {})), fmt,
+                 "none (data.format=qtha reads messages or prompt/response)")
+    _check_names("tags", "a tag", tags, sorted([*SHAREGPT_TAGS, *TOOL_TAGS]) if fmt == "sharegpt" else [], fmt,
+                 "none (only sharegpt has tags)")
+
+
+def _check_names(group: str, what: str, names: Mapping[str, Any], allowed: list[str], fmt: str, none: str) -> None:
+    """Each ``data.<group>.<key>`` is one the format reads, set to a non-empty name."""
+    for key, value in names.items():
+        if key not in allowed:
+            raise ConfigError(f"data.{group}.{key} is not {what} of data.format={fmt}; allowed: "
+                              f"{', '.join(allowed) or none}")
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"data.columns.{key}={value!r} must name a field of the rows")
-    allowed_tags = sorted([*SHAREGPT_TAGS, *TOOL_TAGS]) if fmt == "sharegpt" else []
-    for key, value in tags.items():
-        if key not in allowed_tags:
-            raise ConfigError(f"data.tags.{key} is not a tag of data.format={fmt}; allowed: "
-                              f"{', '.join(allowed_tags) or 'none (only sharegpt has tags)'}")
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"data.tags.{key}={value!r} must be a non-empty name")
+            raise ConfigError(f"data.{group}.{key}={value!r} must be a non-empty name")
 
 
 def convert(row: Row, fmt: str, columns: Mapping[str, str], tags: Mapping[str, str]) -> Row:

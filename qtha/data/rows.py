@@ -97,6 +97,13 @@ def utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
                                   f"{exc.start + 1}); expected a UTF-8 file") from None
 
 
+def _object_row(where: str, data: Any) -> Row:
+    """A decoded row, which must be a JSON object."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    return Row(where, data)
+
+
 def read_jsonl(path: Path) -> Rows:
     """One JSON object per line (blank lines skipped); a bad line is a one-line error naming it."""
     rows = []
@@ -109,9 +116,7 @@ def read_jsonl(path: Path) -> Rows:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}); "
                               "expected one JSON object per line") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
-        rows.append(Row(where, data))
+        rows.append(_object_row(where, data))
     return Rows(rows)
 
 
@@ -130,9 +135,7 @@ def read_json_array(path: Path) -> Rows:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{where}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
                               "expected a JSON array of objects") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
-        rows.append(Row(where, data))
+        rows.append(_object_row(where, data))
         at = _skip(text, at)
         if text[at:at + 1] == ",":
             at = _skip(text, at + 1)
