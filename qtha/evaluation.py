@@ -100,7 +100,8 @@ def generate_and_score(built: "Built", eval_cfg: EvalConfig, max_prompt_length: 
     precision = str(built.trainer.precision)
     start = time.perf_counter()
     gens = generate(built.model, built.tokenizer, [r["messages"] for r in rows], max_new_tokens=eval_cfg.max_new_tokens,
-                    batch_size=eval_cfg.batch_size, max_prompt_length=max_prompt_length, precision=precision)
+                    batch_size=eval_cfg.batch_size, max_prompt_length=max_prompt_length, precision=precision,
+                    device=built.trainer.strategy.root_device)
     generate_s = time.perf_counter() - start
     predictions = _predictions(rows, gens)
     start = time.perf_counter()

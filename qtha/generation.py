@@ -62,10 +62,6 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Ten
     return ids, mask
 
 
-def _autocast_device() -> str:
-    return "cpu" if not torch.cuda.is_available() else "cuda"
-
-
 def _autocast_dtype(precision: str) -> Optional[torch.dtype]:
     """The training precision's autocast dtype (bf16 on CPUs that do it natively), else None."""
     return torch.bfloat16 if precision.startswith("bf16") else None
@@ -157,19 +153,15 @@ def _cache_kwarg(model: PreTrainedModel) -> str:
 
 @contextlib.contextmanager
 def decoding(model: PreTrainedModel, precision: str) -> Iterator[Optional[torch.dtype]]:
-    """The evaluation precision for a block of ``generate`` calls: its autocast and, when that autocast
-    applies to the model's device, the pre-cast weights (:func:`autocast_weights`). Yields the dtype to
+    """The evaluation precision for a block of ``generate`` calls: an autocast on the model's own device type
+    (the one training ran under) with the pre-cast weights (:func:`autocast_weights`). Yields the dtype to
     keep the KV cache in (the autocast dtype; None: the states' own)."""
     dtype = _autocast_dtype(precision)
     if dtype is None:
         yield None
         return
-    with torch.autocast(_autocast_device(), dtype=dtype):
-        if next(model.parameters()).device.type != _autocast_device():
-            yield None  # the autocast does not reach the model's ops: nothing to pre-cast
-            return
-        with autocast_weights(model, dtype):
-            yield dtype
+    with torch.autocast(next(model.parameters()).device.type, dtype=dtype), autocast_weights(model, dtype):
+        yield dtype
 
 
 def to_generations(seqs: Tensor, width: int, prompts: Sequence[Sequence[int]], tokenizer: PreTrainedTokenizerBase,
@@ -189,11 +181,16 @@ def to_generations(seqs: Tensor, width: int, prompts: Sequence[Sequence[int]], t
 @torch.no_grad()
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Sequence[Message]],
              *, max_new_tokens: int, batch_size: int, max_prompt_length: int,
-             precision: str = "32-true") -> list[Generation]:
-    """Greedy continuations of every conversation, in order."""
-    device = next(model.parameters()).device
+             precision: str = "32-true", device: Optional[torch.device] = None) -> list[Generation]:
+    """Greedy continuations of every conversation, in order, on ``device`` (default: where the model is; the
+    model is moved there for the call and back afterwards — Lightning leaves a fitted model on the CPU, so a
+    GPU run passes its trainer's root device, or it would decode on the CPU in float32)."""
+    home = next(model.parameters()).device
+    device = torch.device(device) if device is not None else home
     was_training = model.training
     model.eval()
+    if device != home:
+        model.to(device)
     prompts = [prompt_ids(tokenizer, conv, max_prompt_length) for conv in conversations]
     out: list[Generation] = []
     try:
@@ -208,5 +205,7 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, convers
                                       **({_cache_kwarg(model): cache} if cache is not None else {}))
                 out += to_generations(seqs, ids.shape[1], batch, tokenizer, max_new_tokens)
     finally:
+        if device != home:
+            model.to(home)
         model.train(was_training)
     return out
