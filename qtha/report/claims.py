@@ -63,16 +63,26 @@ def load_claims(path: Path = CLAIMS_FILE) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------- paired comparisons
 def _side(records: Records, side: dict[str, Any], metric: str) -> dict[int, tuple[float, float]]:
-    """seed → (metric, lr) of the finished records of ``side``'s experiment that match its ``where`` values."""
+    """seed → (metric, lr) of the finished records of ``side``'s experiment that match its ``where`` values.
+
+    Two matching records of one seed (say one run on a GPU and one on the CPU) make the declaration ambiguous:
+    a ValueError names them, rather than one silently standing in for the other."""
     out: dict[int, tuple[float, float]] = {}
-    for _, rec in records:
+    seen: dict[int, Path] = {}
+    for path, rec in records:
         if rec.experiment != side["experiment"] or rec.status != "ok":
             continue
         flat = flatten(semantic(rec.config))
         if all(flat.get(k) == v for k, v in (side.get("where") or {}).items()):
+            seed = int(rec.config["seed"])
+            if seed in seen:
+                raise ValueError(f"claims: {seen[seed].name} and {path.name} both match {side['experiment']} "
+                                 f"{side.get('where')} at seed {seed}; allowed: pin the key that tells them apart "
+                                 "in claims.yaml")
+            seen[seed] = path
             value = rec.metrics.get(metric)
             if isinstance(value, (int, float)) and math.isfinite(value):
-                out[int(rec.config["seed"])] = (float(value), float(rec.config["trainer"]["lr"]))
+                out[seed] = (float(value), float(rec.config["trainer"]["lr"]))
     return out
 
 

@@ -82,3 +82,13 @@ def test_every_declared_claim_names_a_primary_and_judges(tmp_path: Path):
     assert "code at git abc123" in text
     for c in declared:
         assert f"## {c['id']}. {c['title']}" in text and f"(pre-declared):** {c['primary']['name']}" in text
+
+
+def test_two_records_of_one_seed_on_one_side_are_an_ambiguous_declaration(tmp_path: Path):
+    loaded = _records(tmp_path, {1: 0.8, 2: 0.8, 3: 0.8}, {1: 1.0, 2: 1.0, 3: 1.0})
+    _write(tmp_path, "main", "lora", 1000, 1, metric_values=metrics(1.0, 0.9, 0.0, 0.5), rank=8)  # same seed, r=8
+    with pytest.raises(ValueError, match=r"^claims: .* both match main .* at seed 1; allowed: pin the key"):
+        claims.judge(CLAIM, records.load(tmp_path))
+    pinned = {**CLAIM, "primary": {**CLAIM["primary"], "comparator": {
+        "experiment": "main", "where": {"adapter.name": "lora", "adapter.rank": 4, "data.size": 1000}}}}
+    assert claims.judge(pinned, records.load(tmp_path)).primary.n == 3
