@@ -3,7 +3,9 @@
 Reads the run records (all experiments, or the named ones) and writes ``tables/`` (one per
 experiment, a selection table per learning-rate selection), ``figures/`` (the Pareto view from the
 ``pareto_*`` experiments included), ``tables/params_7b.*`` and ``REPRODUCTION.md`` (the
-pre-declared claims of ``qtha/report/claims.yaml``) under ``--out``. Exit status 0
+pre-declared claims of ``qtha/report/claims.yaml``) under ``--out``. A whole report (no experiment named)
+also removes the tables and figures it did not write this time (those of experiments whose records are gone),
+so nothing stale sits beside the evidence; a named report touches only its own files. Exit status 0
 when everything was written; 2, with one line on stderr, when there is nothing to report (no records,
 an unknown experiment). A record that cannot be read (corrupt, an unknown schema) is left out with a
 warning naming the file, and REPRODUCTION.md's header lists it.
@@ -54,7 +56,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     written.append(report)
     print(f"qtha: report from {len(loaded)} records: {len(written)} files under {args.out}")
     print("\n".join(f"  {p}" for p in written))
+    if not args.experiments:
+        for stale in _stale(args.out, written):
+            stale.unlink()
+            print(f"  removed {stale} (no records of its experiment)")
     return 0
+
+
+GENERATED = {".md", ".csv", ".tex", ".png", ".pdf"}
+
+
+def _stale(out: Path, written: list[Path]) -> list[Path]:
+    """Report outputs under ``out/tables`` and ``out/figures`` that this whole report did not write."""
+    kept = {p.resolve() for p in written}
+    return sorted(p for folder in (out / "tables", out / "figures") if folder.is_dir() for p in folder.iterdir()
+                  if p.is_file() and p.suffix in GENERATED and p.resolve() not in kept)
 
 
 if __name__ == "__main__":

@@ -64,3 +64,17 @@ def test_count_rows_calls_qtha_params():
     assert rows.set_index("config").total_trainable.to_dict() == {"lora": 1_261_568, "qtha": 572_544,
                                                                    "qtha_spec_v1": 569_856}
     assert rows.set_index("config").fewer_than_lora_r8_pct.to_dict()["qtha"] == 77.31
+
+
+def test_a_whole_report_removes_what_it_no_longer_writes(results_dir: Path, tmp_path: Path, fake_counts, capsys):
+    out = tmp_path / "out"
+    for stale in ("tables/gone.md", "figures/gone_loss_curves.png"):
+        (out / stale).parent.mkdir(parents=True, exist_ok=True)
+        (out / stale).write_text("old")
+    (out / "tables/notes.txt").write_text("not a report output")
+    assert cli.main(["qubits_sweep", "--results", str(results_dir), "--out", str(out)]) == 0
+    assert (out / "tables/gone.md").exists()  # a named report leaves other experiments' files alone
+    assert cli.main(["--results", str(results_dir), "--out", str(out)]) == 0
+    assert not (out / "tables/gone.md").exists() and not (out / "figures/gone_loss_curves.png").exists()
+    assert (out / "tables/notes.txt").exists() and (out / "tables/design_card.md").exists()
+    assert "removed" in capsys.readouterr().out
