@@ -243,12 +243,56 @@ def _header(records: Records, command: str, sha: Optional[str], skipped: Sequenc
             "the records predate the per-method selection.\n\n")
 
 
+def outcome(est: Estimate) -> str:
+    """``wins`` / ``loses`` when the 95 % CI excludes 0 in QTHA's favour / against it, ``ties`` when it does not,
+    ``—`` below three pairs: what a comparison says, whatever effect size the paper claimed."""
+    if est.n < MIN_PAIRS or math.isnan(est.low):
+        return "—"
+    return "wins" if est.low > 0 else "loses" if est.high < 0 else "ties"
+
+
+def _scoreboard(found: Sequence[Verdict]) -> str:
+    """Every measured comparison (primary and secondary, n ≥ 3) with its outcome, in one table."""
+    rows = []
+    for v in found:
+        if v.claim.get("kind") == "count":
+            continue
+        unit = "%" if v.claim.get("unit", "%") == "%" else " pts"
+        for est, role in [(v.primary, "primary"), *((e, "secondary") for e, _ in v.secondary)]:
+            if outcome(est) != "—":
+                rows.append([f"{v.claim['id']}. {v.claim['title']}", role, est.name, est.metric, str(est.n),
+                             f"{est.effect:+.2f}{unit}", f"{est.low:+.2f} … {est.high:+.2f}{unit}",
+                             f"**{outcome(est)}**"])
+    if not rows:
+        return "No comparison has three paired seeds yet.\n"
+    return markdown(["claim", "role", "comparison", "metric", "n", "effect", "95% CI", "QTHA"], rows)
+
+
+def _machines(records: Records) -> str:
+    """Which machine and library versions produced each experiment's records: a comparison pins its two sides to
+    one kind of machine in claims.yaml, and this table shows what each kind was."""
+    seen: dict[tuple[str, str], int] = {}
+    for _, rec in records:
+        env, ver = rec.environment or {}, rec.versions or {}
+        machine = env.get("gpu") or f"CPU, {env.get('cpu_count', '?')} cores"
+        key = (rec.experiment, f"{rec.config.get('trainer', {}).get('accelerator', '?')} | {machine} | "
+                               f"{ver.get('torch', '?')} | {ver.get('transformers', '?')}")
+        seen[key] = seen.get(key, 0) + 1
+    rows = [[f"`{e}`", *m.split(" | "), str(n)] for (e, m), n in sorted(seen.items())]
+    return markdown(["experiment", "trainer.accelerator", "machine", "torch", "transformers", "records"], rows)
+
+
 def render(records: Records, counts: Optional[pd.DataFrame], command: str, sha: Optional[str],
            claims: Optional[list[dict[str, Any]]] = None, skipped: Sequence[str] = ()) -> str:
     found = verdicts(records, counts, claims)
     parts = [_header(records, command, sha, skipped), "## Verdicts\n\n",
              markdown(["claim", "verdict", "why"], [[f"{v.claim['id']}. {v.claim['title']}", v.verdict, v.reason]
-                                                    for v in found])]
+                                                    for v in found]),
+             "\n## Where QTHA wins, loses or ties\n\nEvery comparison with at least three paired seeds, primary or "
+             "secondary: **wins** / **loses** when the 95% CI of the paired difference excludes 0 in QTHA's favour / "
+             "against it, **ties** when it does not (whatever effect the paper claimed; the verdicts above also ask "
+             "for the claimed size). Secondary rows are exploratory (Holm p-values in each claim's table).\n\n",
+             _scoreboard(found)]
     for v in found:
         c = v.claim
         parts.append(f"\n## {c['id']}. {c['title']}\n\n**Paper:** {c['paper']}\n\n**Primary comparison "
@@ -258,6 +302,7 @@ def render(records: Records, counts: Optional[pd.DataFrame], command: str, sha: 
             sides = (("QTHA side", "method"), ("comparator", "comparator"))
             parts.append("\nWhy the primary comparison has too few pairs: " + "; ".join(
                 f"{label}: {shortfall(records, v.claim['primary'][key])}" for label, key in sides) + ".\n")
+    parts.append("\n## Where the runs ran\n\n" + _machines(records))
     experiments = sorted({r.experiment for _, r in records})
     parts.append("\n## Tables and figures\n\n" + "".join(f"- `{e}`: [tables/{e}.md](tables/{e}.md)\n"
                                                          for e in experiments))

@@ -92,3 +92,16 @@ def test_two_records_of_one_seed_on_one_side_are_an_ambiguous_declaration(tmp_pa
     pinned = {**CLAIM, "primary": {**CLAIM["primary"], "comparator": {
         "experiment": "main", "where": {"adapter.name": "lora", "adapter.rank": 4, "data.size": 1000}}}}
     assert claims.judge(pinned, records.load(tmp_path)).primary.n == 3
+
+
+def test_outcomes_say_win_loss_or_tie_from_the_interval_alone(tmp_path: Path):
+    win = claims.judge(CLAIM, _records(tmp_path / "a", {1: 0.80, 2: 0.81, 3: 0.79}, {1: 1.00, 2: 1.02, 3: 0.99}))
+    loss = claims.judge(CLAIM, _records(tmp_path / "b", {1: 1.20, 2: 1.21, 3: 1.19}, {1: 1.00, 2: 1.02, 3: 0.99}))
+    tie = claims.judge(CLAIM, _records(tmp_path / "c", {1: 0.70, 2: 1.10, 3: 0.80}, {1: 1.00, 2: 0.90, 3: 1.00}))
+    few = claims.judge(CLAIM, _records(tmp_path / "d", {1: 0.5, 2: 0.5}, {1: 1.0, 2: 1.0}))
+    assert [claims.outcome(v.primary) for v in (win, loss, tie, few)] == ["wins", "loses", "ties", "—"]
+    text = claims.render(records.load(tmp_path / "b"), COUNTS, "python -m qtha.report", "abc", [CLAIM])
+    board = text.split("## Where QTHA wins, loses or ties")[1].split("\n## ")[0]
+    assert "| 2. Training loss | primary | primary | train_loss | 3 |" in board and "**loses**" in board
+    machines = text.split("## Where the runs ran")[1].split("\n## ")[0]
+    assert "| `main` |" in machines and "| 6 |" in machines
