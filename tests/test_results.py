@@ -14,6 +14,7 @@ from qtha.results import RunRecord, find_run, load_record, record_path, upgrade,
 from qtha.scrub import REDACTED
 
 SCHEMA_1 = Path(__file__).parent / "data" / "record_schema1.json"
+BEFORE_BATCHING = Path(__file__).parent / "data" / "record_before_batching.json"  # a bond_dim_sweep record of 632c698
 
 
 def _record(cfg, status: str = "ok", **extra) -> RunRecord:
@@ -138,8 +139,7 @@ def test_provenance_names_the_code_and_the_stack():
 def test_records_from_before_batching_and_the_quantum_account_load_as_the_old_behaviour():
     """A record written before data.batching existed ran random batches: it upgrades to batching=random, so it
     still equals (and is reused by) a config composed today, and it has no quantum account (null)."""
-    committed = sorted((Path(__file__).resolve().parents[1] / "results" / "runs").rglob("*.json"))
-    old = json.loads(committed[0].read_text())
+    old = json.loads(BEFORE_BATCHING.read_text())
     assert "batching" not in old["config"]["data"] and "quantum_resources" not in old
     record = RunRecord.from_dict(old)
     assert record.config["data"]["batching"] == "random" and record.config["data"]["bucket_batches"] == 16

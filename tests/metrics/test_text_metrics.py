@@ -125,7 +125,7 @@ def test_small_pairs_equal_the_written_out_recipe(pred, ref):
 def test_committed_cpsycound_predictions_equal_the_written_out_recipe():
     """Every committed CPsyCounD prediction (16 per run): the worst per-sample gap is LLaMA-Factory's rounding."""
     rows = [json.loads(line) for path in PREDICTIONS for line in path.read_text(encoding="utf-8").splitlines()]
-    assert len(rows) >= 100
+    assert len(PREDICTIONS) >= 6 and len(rows) == 16 * len(PREDICTIONS)
     worst = max(abs(score([r["prediction"]], [r["reference"]], [name])[name] - recipe(r["prediction"],
                                                                                       r["reference"])[name])
                 for r in rows for name in TEXT)
