@@ -60,6 +60,27 @@ def _fast_tests_stay_fast(request: pytest.FixtureRequest, monkeypatch: pytest.Mo
     monkeypatch.setattr("qtha.backbone.cached_gguf_dir", no_smollm2)
 
 
+def randomised_tiny(*overrides: str) -> tuple[Any, Any]:
+    """``(model, tokenizer)``: the tiny Llama with the adapter of ``overrides`` injected and every trainable
+    parameter moved off its init (Δ ≠ 0), seeded, so that an adapter's branch really computes something."""
+    import torch
+
+    from qtha.adapters import inject_adapters
+    from qtha.backbone import load_backbone
+    from qtha.compose import compose_checked
+
+    cfg = compose_checked(["model=tiny_llama", *overrides])
+    torch.manual_seed(0)
+    model, tok = load_backbone(cfg.model)
+    inject_adapters(model, cfg.adapter, quantum=cfg.quantum)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model, tok
+
+
 def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
     """A few-second run on the random tiny Llama, writing only under ``tmp_path``."""
     return [

@@ -9,10 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import tiny_overrides
+from conftest import randomised_tiny, tiny_overrides
 from qtha import evaluation
-from qtha.adapters import inject_adapters
-from qtha.backbone import load_backbone
 from qtha.compose import compose_checked
 from qtha.quantum import QNN
 from qtha.train import train
@@ -23,23 +21,9 @@ ADAPTERS = [["adapter=lora"], ["adapter=dora"], ["adapter=quanta"], ["adapter=qt
             ["adapter=qtha", "adapter.variant=mlp_qnn"], ["adapter=qtha_silu"]]
 
 
-def _randomised(overrides: list[str]) -> nn.Module:
-    """The tiny Llama with the adapter injected and every trainable parameter moved off its init (Δ ≠ 0)."""
-    cfg = compose_checked(["model=tiny_llama", *overrides])
-    torch.manual_seed(0)
-    model, _ = load_backbone(cfg.model)
-    inject_adapters(model, cfg.adapter, quantum=cfg.quantum)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
-
-
 @pytest.mark.parametrize("overrides", ADAPTERS, ids=lambda o: ",".join(o))
 def test_adapter_forward_and_gradients_on_cuda_match_the_cpu(overrides: list[str]) -> None:
-    cpu = _randomised(overrides).double()
+    cpu = randomised_tiny(*overrides)[0].double()
     gpu = copy.deepcopy(cpu).cuda()
     ids = torch.randint(0, cpu.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(2))
     out_c = cpu(input_ids=ids, labels=ids)

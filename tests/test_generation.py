@@ -12,9 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from qtha.adapters import adapter_layers, inject_adapters
-from qtha.backbone import load_backbone
-from qtha.compose import compose_checked
+from conftest import randomised_tiny
+from qtha.adapters import adapter_layers
 from qtha.generation import autocast_weights, decoding, generate, kv_cache, left_pad, prompt_ids, to_generations
 
 CONVERSATIONS = [
@@ -28,16 +27,8 @@ NEW_TOKENS = 12
 
 
 def tiny_model(adapter: str) -> tuple[nn.Module, object]:
-    """The tiny Llama with ``adapter`` injected and every adapter parameter randomised (Δ ≠ 0)."""
-    cfg = compose_checked(["model=tiny_llama", f"adapter={adapter}"])
-    torch.manual_seed(0)
-    model, tok = load_backbone(cfg.model)
-    inject_adapters(model, cfg.adapter, quantum=cfg.quantum)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    """The tiny Llama with ``adapter`` injected and every adapter parameter randomised (Δ ≠ 0), in eval mode."""
+    model, tok = randomised_tiny(f"adapter={adapter}")
     return model.eval(), tok
 
 
