@@ -271,15 +271,18 @@ def _scoreboard(found: Sequence[Verdict]) -> str:
 def _machines(records: Records) -> str:
     """Which machine and library versions produced each experiment's records: a comparison pins its two sides to
     one kind of machine in claims.yaml, and this table shows what each kind was."""
-    seen: dict[tuple[str, str], int] = {}
+    seen: dict[tuple[str, str], list[float]] = {}
     for _, rec in records:
         env, ver = rec.environment or {}, rec.versions or {}
         machine = env.get("gpu") or f"CPU, {env.get('cpu_count', '?')} cores"
         key = (rec.experiment, f"{rec.config.get('trainer', {}).get('accelerator', '?')} | {machine} | "
                                f"{ver.get('torch', '?')} | {ver.get('transformers', '?')}")
-        seen[key] = seen.get(key, 0) + 1
-    rows = [[f"`{e}`", *m.split(" | "), str(n)] for (e, m), n in sorted(seen.items())]
-    return markdown(["experiment", "trainer.accelerator", "machine", "torch", "transformers", "records"], rows)
+        seen.setdefault(key, []).append(float(rec.wall_time_s or 0.0))
+    rows = [[f"`{e}`", *m.split(" | "), str(len(w)), f"{sum(w) / 3600:.2f}"] for (e, m), w in sorted(seen.items())]
+    total = sum(sum(w) for w in seen.values()) / 3600
+    return (markdown(["experiment", "trainer.accelerator", "machine", "torch", "transformers", "records",
+                      "run hours"], rows)
+            + f"\nRun hours: the records' wall-clock time (runs sharing a machine overlap), {total:.2f} h in all.\n")
 
 
 def render(records: Records, counts: Optional[pd.DataFrame], command: str, sha: Optional[str],
