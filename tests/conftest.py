@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,17 @@ def _fast_tests_stay_fast(request: pytest.FixtureRequest, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(subprocess.Popen, "__init__", guarded_popen)
     monkeypatch.setattr("qtha.backbone.cached_gguf_dir", no_smollm2)
+
+
+def experiment_text(name: str) -> str:
+    """An experiment file's text and that of the experiment files its defaults list includes (``- math_easy_main``),
+    so a test can see what it reads (``${qtha.selected:…}``) whichever file says it."""
+    from qtha.compose import CONF_DIR
+
+    folder = CONF_DIR / "experiment"
+    text = (folder / f"{name}.yaml").read_text()
+    return text + "".join(experiment_text(n) for n in re.findall(r"^  - (\w+)$", text, re.M)
+                          if (folder / f"{n}.yaml").is_file())
 
 
 def randomised_tiny(*overrides: str) -> tuple[Any, Any]:

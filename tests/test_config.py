@@ -5,6 +5,7 @@ import itertools
 
 import pytest
 import torch
+from conftest import experiment_text
 
 from qtha import compose
 from qtha.compose import check_jobs, compose_checked, expand_sweeps, group_options
@@ -20,7 +21,7 @@ def test_every_option_of_every_group_composes(group, tmp_path):
     chat.write_text("".join(f'{{"prompt": "q{i}", "response": "a{i}"}}\n' for i in range(4)))
     needs = {"jsonl": [f"data.path={chat}", "data.size=1", "data.holdout_size=1", "data.test_size=1"], "cmath": ["adapter=none"]}
     for option in group_options(group):
-        if group == "experiment" and "qtha.selected" in (compose.CONF_DIR / group / f"{option}.yaml").read_text():
+        if group == "experiment" and "qtha.selected" in experiment_text(option):
             continue  # reads a selection's records: composed against fake ones in test_experiments.py
         job = [f"{group}={option}", "allow_hub=true", *needs.get(option, [])]
         if group == "trainer" and option == "gpu" and not torch.cuda.is_available():  # checked against the machine

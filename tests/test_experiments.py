@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import experiment_text
 
 from qtha.compose import CONF_DIR, check_jobs, compose_checked, expand_sweeps, sweeper_params
 from qtha.errors import ConfigError
@@ -44,13 +45,8 @@ def selections(tmp_path_factory) -> Callable[[str], Path]:
     results = tmp_path_factory.mktemp("results")
     faked: set[str] = set()
 
-    def text_of(experiment: str) -> str:
-        """The experiment file and the experiment files its defaults list includes (``- math_easy_main``)."""
-        text = (CONF_DIR / "experiment" / f"{experiment}.yaml").read_text()
-        return text + "".join(text_of(name) for name in re.findall(r"^  - (\w+)$", text, re.M) if name in EXPERIMENTS)
-
     def results_for(experiment: str) -> Path:
-        text = text_of(experiment)
+        text = experiment_text(experiment)
         for selection in sorted(set(re.findall(r"qtha\.selected:(\w+)", text)) - faked):
             _fake_selection(results, selection)
             faked.add(selection)
