@@ -157,13 +157,20 @@ def _knobs(adapter: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _label(adapter: dict[str, Any]) -> str:
+    """The adapter column: its name, with the ablation when it is not the full adapter (``qtha (mlp_qnn)``), so an
+    experiment that runs one ablation alone does not read as QTHA itself."""
+    variant = adapter.get("variant")
+    return f"{adapter['name']} ({variant})" if variant not in (None, "full") else adapter["name"]
+
+
 def _identity(path: Path, rec: RunRecord, setting: str) -> dict[str, Any]:
     cfg = rec.config
     adapter = cfg["adapter"]["name"]
     error = (rec.error or {}).get("message", "")
     return {
         "experiment": rec.experiment, "run": path.stem, "config_hash": rec.config_hash, "status": rec.status,
-        "adapter": adapter, "label": adapter, "eval_tag": "", "setting": setting, "seed": cfg["seed"],
+        "adapter": adapter, "label": _label(cfg["adapter"]), "eval_tag": "", "setting": setting, "seed": cfg["seed"],
         "model": (cfg.get("model") or {}).get("name"), "data": (cfg.get("data") or {}).get("name"),
         "data_size": (cfg.get("data") or {}).get("size"), "max_steps": (cfg.get("trainer") or {}).get("max_steps"),
         "git_sha": rec.git_sha,
@@ -185,7 +192,7 @@ def frame(records: Sequence[Record]) -> pd.DataFrame:
         params = {"trainable_params": rec.trainable_params}
         rows.append({**base, **_metrics(rec.metrics), **params})
         for ev in rec.evaluations:
-            rows.append({**base, "label": f"{base['adapter']} (eval: {ev['tag']})", "eval_tag": ev["tag"],
+            rows.append({**base, "label": f"{base['label']} (eval: {ev['tag']})", "eval_tag": ev["tag"],
                          **_metrics(ev["metrics"]), **params})
     return pd.DataFrame(rows, columns=[*IDENTITY, *KNOBS, *METRIC_KEYS])
 
@@ -198,7 +205,7 @@ def history(records: Sequence[Record]) -> pd.DataFrame:
         if rec.status != "ok":
             continue
         for h in rec.history:
-            rows.append({"experiment": rec.experiment, "label": rec.config["adapter"]["name"],
+            rows.append({"experiment": rec.experiment, "label": _label(rec.config["adapter"]),
                          "setting": setting[path], "seed": rec.config["seed"], "step": h.get("step"),
                          "train_loss": h.get("train_loss"), "val_loss": h.get("val_loss")})
     return pd.DataFrame(rows, columns=["experiment", "label", "setting", "seed", "step", "train_loss", "val_loss"])

@@ -87,3 +87,13 @@ def test_rows_group_by_config_values_not_by_file_names(tmp_path: Path):
     assert dict(zip(lora.seed, lora.setting)) == {1: "trainer.max_steps=60", 2: "trainer.max_steps=60",
                                                   3: "trainer.max_steps=120"}
     assert set(df[df.adapter == "qtha"].setting) == {"trainer.max_steps=60"}   # bottleneck is constant among QTHA
+
+
+def test_an_ablation_alone_is_labelled_with_its_variant(tmp_path: Path):
+    """An experiment that runs only mlp_qnn has no varying setting: its adapter column must still say which."""
+    _write(tmp_path, "qtha_ablation", "qtha", 300, 1, metric_values=metrics(1.0, 1.0, 50.0, 1.0), variant="mlp_qnn")
+    _write(tmp_path, "design_card", "qtha", 300, 1, metric_values=metrics(1.0, 1.0, 50.0, 1.0))
+    df = records.frame(records.load(tmp_path))
+    assert dict(zip(df.experiment, df.label)) == {"qtha_ablation": "qtha (mlp_qnn)", "design_card": "qtha"}
+    steps = records.history(records.load(tmp_path))
+    assert set(steps[steps.experiment == "qtha_ablation"].label) == {"qtha (mlp_qnn)"}
