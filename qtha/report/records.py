@@ -158,10 +158,13 @@ def _knobs(adapter: dict[str, Any]) -> dict[str, Any]:
 
 
 def _label(adapter: dict[str, Any]) -> str:
-    """The adapter column: its name, with the ablation when it is not the full adapter (``qtha (mlp_qnn)``), so an
-    experiment that runs one ablation alone does not read as QTHA itself."""
-    variant = adapter.get("variant")
-    return f"{adapter['name']} ({variant})" if variant not in (None, "full") else adapter["name"]
+    """The adapter column: its name, with the ablation and the classical branch when they are not QTHA's own
+    (``qtha (mlp_qnn)``, ``qtha (silu_mlp L2)``), so an experiment that runs one of them alone does not read as
+    QTHA itself."""
+    parts = [adapter["variant"]] if adapter.get("variant") not in (None, "full") else []
+    if adapter.get("branch") not in (None, "qnn"):
+        parts.append(f"{adapter['branch']} L{adapter.get('mlp_layers')}")
+    return f"{adapter['name']} ({', '.join(parts)})" if parts else adapter["name"]
 
 
 def _identity(path: Path, rec: RunRecord, setting: str) -> dict[str, Any]:

@@ -89,11 +89,15 @@ def test_rows_group_by_config_values_not_by_file_names(tmp_path: Path):
     assert set(df[df.adapter == "qtha"].setting) == {"trainer.max_steps=60"}   # bottleneck is constant among QTHA
 
 
-def test_an_ablation_alone_is_labelled_with_its_variant(tmp_path: Path):
-    """An experiment that runs only mlp_qnn has no varying setting: its adapter column must still say which."""
-    _write(tmp_path, "qtha_ablation", "qtha", 300, 1, metric_values=metrics(1.0, 1.0, 50.0, 1.0), variant="mlp_qnn")
-    _write(tmp_path, "design_card", "qtha", 300, 1, metric_values=metrics(1.0, 1.0, 50.0, 1.0))
+def test_an_ablation_or_control_alone_is_labelled_with_what_it_changes(tmp_path: Path):
+    """An experiment that runs only mlp_qnn, or only a SiLU control, has no varying setting: its adapter column must
+    still say which."""
+    values = metrics(1.0, 1.0, 50.0, 1.0)
+    _write(tmp_path, "qtha_ablation", "qtha", 300, 1, metric_values=values, variant="mlp_qnn")
+    _write(tmp_path, "qtha_controls", "qtha", 300, 1, metric_values=values, branch="silu_mlp", mlp_layers=3)
+    _write(tmp_path, "design_card", "qtha", 300, 1, metric_values=values)
     df = records.frame(records.load(tmp_path))
-    assert dict(zip(df.experiment, df.label)) == {"qtha_ablation": "qtha (mlp_qnn)", "design_card": "qtha"}
+    assert dict(zip(df.experiment, df.label)) == {"qtha_ablation": "qtha (mlp_qnn)",
+                                                  "qtha_controls": "qtha (silu_mlp L3)", "design_card": "qtha"}
     steps = records.history(records.load(tmp_path))
     assert set(steps[steps.experiment == "qtha_ablation"].label) == {"qtha (mlp_qnn)"}
