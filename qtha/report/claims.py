@@ -272,6 +272,7 @@ def _machines(records: Records) -> str:
     """Which machine and library versions produced each experiment's records: a comparison pins its two sides to
     one kind of machine in claims.yaml, and this table shows what each kind was."""
     seen: dict[tuple[str, str], list[float]] = {}
+    resumed = sum(1 for _, rec in records if rec.resumed_from)
     for _, rec in records:
         env, ver = rec.environment or {}, rec.versions or {}
         machine = env.get("gpu") or f"CPU, {env.get('cpu_count', '?')} cores"
@@ -282,7 +283,9 @@ def _machines(records: Records) -> str:
     total = sum(sum(w) for w in seen.values()) / 3600
     return (markdown(["experiment", "trainer.accelerator", "machine", "torch", "transformers", "records",
                       "run hours"], rows)
-            + f"\nRun hours: the records' wall-clock time (runs sharing a machine overlap), {total:.2f} h in all.\n")
+            + f"\nRun hours: the records' wall-clock time (runs sharing a machine overlap), {total:.2f} h in all"
+            + (f"; {resumed} resumed record(s) count only the attempt that finished (the interrupted one's time is "
+               "not recorded)" if resumed else "") + ".\n")
 
 
 def render(records: Records, counts: Optional[pd.DataFrame], command: str, sha: Optional[str],

@@ -8,6 +8,7 @@ import pytest
 from synthetic_records import COUNTS, _write, metrics
 
 from qtha.report import claims, records
+from qtha.results import write_record
 
 CLAIM = {"id": "2", "title": "Training loss", "paper": "15% lower", "metric": "train_loss", "effect": 15, "unit": "%",
          "primary": {"name": "primary",
@@ -104,4 +105,13 @@ def test_outcomes_say_win_loss_or_tie_from_the_interval_alone(tmp_path: Path):
     board = text.split("## Where QTHA wins, loses or ties")[1].split("\n## ")[0]
     assert "| 2. Training loss | primary | primary | train_loss | 3 |" in board and "**loses**" in board
     machines = text.split("## Where the runs ran")[1].split("\n## ")[0]
-    assert "| `main` |" in machines and "| 6 |" in machines
+    assert "| `main` |" in machines and "| 6 |" in machines and "resumed" not in machines
+
+
+def test_the_run_hours_say_when_a_resumed_record_undercounts(tmp_path: Path):
+    path, record = _write(tmp_path, "main", "qtha", 1000, 1, metric_values=metrics(1.0, 0.9, 0.0, 0.5))
+    record.resumed_from, record.wall_time_s = "workspace/checkpoints/main/abc/last.ckpt", 3600.0
+    write_record(record, path)
+    text = claims.render(records.load(tmp_path), COUNTS, "python -m qtha.report", "abc", [CLAIM])
+    machines = text.split("## Where the runs ran")[1].split("\n## ")[0]
+    assert "1.00 h in all; 1 resumed record(s) count only the attempt that finished" in machines
