@@ -44,6 +44,14 @@ def _panels(n: int, title: str) -> tuple[Figure, list[Any]]:
     return fig, list(fig.subplots(1, n, squeeze=False)[0])
 
 
+def _legend(ax: Any) -> None:
+    """The legend under the panels, not over the curves: labels carry whole settings and run long."""
+    handles, labels = ax.get_legend_handles_labels()
+    width, height = ax.figure.get_size_inches()
+    ax.figure.set_size_inches(width, height + 0.15 * len(labels))  # room for one 7-pt line per label
+    ax.figure.legend(handles, labels, loc="outside lower center", fontsize=7)
+
+
 def _without(setting: str, override: str) -> str:
     return " ".join(p for p in setting.split() if not p.startswith(f"{override}="))
 
@@ -65,7 +73,7 @@ def loss_curves(history: pd.DataFrame, experiment: str) -> Figure | None:
         mean = group.groupby("step").train_loss.mean()
         ax.plot(mean.index, mean.to_numpy(), label=f"{label} [{setting}]" if setting else label, linewidth=1.2)
     ax.set(xlabel="step", ylabel="train loss")
-    ax.legend(fontsize=7)
+    _legend(ax)
     return fig
 
 
@@ -95,7 +103,7 @@ def metric_vs(summary: pd.DataFrame, x: str, override: str, experiment: str, log
         ticks = range(len(categories)) if categorical else sorted(set(rows[x]))
         ax.set_xticks(list(ticks), categories if categorical else [f"{v:g}" for v in ticks])
         ax.set(xlabel=override, ylabel=metric.label)
-    axes[0].legend(fontsize=7)
+    _legend(axes[0])
     return fig
 
 
@@ -135,7 +143,7 @@ def reevaluations(summary: pd.DataFrame, experiment: str) -> Figure | None:
                     linestyle="none", capsize=3, label=f"{adapter} [{setting}]" if setting else adapter, color=_color(adapter))
     ax.set_xticks(range(len(tags)), ["as trained", *tags[1:]], rotation=20, fontsize=7)
     ax.set(ylabel=f"{EVAL_LOSS.label} (mean ± std over seeds)")
-    ax.legend(fontsize=7)
+    _legend(ax)
     return fig
 
 
@@ -161,7 +169,7 @@ def pareto(summary: pd.DataFrame, metric: Column = EVAL_LOSS) -> Figure | None:
                     label=adapter, color=_color(adapter))
     ax.set_xscale("log")
     ax.set(xlabel=PARAMS.label, ylabel=metric.label)
-    ax.legend(fontsize=7)
+    _legend(ax)
     return fig
 
 
@@ -192,7 +200,7 @@ def save(fig: Figure, stem: Path) -> list[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
-                fig.savefig(fh, format=fmt, dpi=150, metadata=_METADATA[fmt])
+                fig.savefig(fh, format=fmt, dpi=150, bbox_inches="tight", metadata=_METADATA[fmt])
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

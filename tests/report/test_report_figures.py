@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from synthetic_records import results_dir_fixture  # noqa: F401 (the results_dir fixture)  # noqa: F401 (pytest fixture)
 
@@ -36,6 +38,22 @@ def test_a_swept_knob_gets_its_own_plot(results_dir: Path, tmp_path: Path):
     assert "qubits_sweep_vs_n_qubits.png" in names
     assert "qubits_sweep_vs_data_size.png" not in names  # one data size: nothing to sweep
     assert "qubits_sweep_vs_rank.png" not in names
+
+
+def test_a_long_legend_sits_below_the_curves_not_over_them():
+    """A selection has ~25 lines with long setting labels: the legend grows the figure instead of hiding the plot."""
+    history = pd.DataFrame([{"label": "lora", "setting": f"trainer.accelerator=cpu trainer.lr={lr:g}", "step": step,
+                             "train_loss": 2.0 / (step + 1)} for lr in [10 ** (-k / 4) for k in range(25)]
+                            for step in range(3)])
+    fig = figures.loss_curves(history, "selection")
+    (ax,) = fig.axes
+    (legend,) = fig.legends
+    assert len(legend.get_texts()) == 25
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    plot, key = ax.get_tightbbox(renderer), legend.get_window_extent(renderer)
+    assert key.y1 <= plot.y0  # wholly below the axes, tick labels and axis title included
+    assert fig.get_size_inches()[1] > 3.4 + 0.1 * 25
 
 
 def test_reevaluations_plot_beside_the_loss_as_trained(results_dir: Path):
