@@ -40,6 +40,7 @@ from qtha.quantum.resources import QuantumAccount
 from qtha.results import (RunRecord, find_run, load_record, predictions_path, record_path, set_aside, timed_phase,
                           write_record)
 from qtha.scrub import scrub
+from qtha.trainer import resolve_precision
 
 log = logging.getLogger("qtha")
 
@@ -131,6 +132,11 @@ def _reuse(cfg: DictConfig, path: Path, done: RunRecord) -> Run:
         raise ConfigError(f"{path} has the same config but was measured on other data (fingerprint "
                           f"{done.data_fingerprint[:12]}, now {now[:12]}); allowed: force=true to rerun and "
                           "replace it, or restore the data it was made from")
+    here = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    if done.precision and done.precision != here:  # trainer.precision=auto resolves by machine: say so, loudly
+        log.warning("qtha: %s trained at %s; trainer.precision=%s resolves to %s on this machine. Reusing it as "
+                    "recorded (the report pairs only runs of one precision); force=true reruns it here at %s.",
+                    path, done.precision, cfg.trainer.precision, here, here)
     log.warning("qtha: %s is this config, already done (status ok); reusing it. Use force=true to rerun.", path)
     return Run(path, done, reused=True)
 

@@ -14,7 +14,7 @@ from qtha.backbone import build_tiny_tokenizer
 from qtha.compose import compose_checked
 from qtha.data.module import ChatDataModule
 from qtha.errors import ConfigError
-from qtha.results import current_umask, load_record
+from qtha.results import current_umask, load_record, write_record
 from qtha.train import train
 
 
@@ -97,6 +97,23 @@ def test_a_finished_run_is_not_reused_for_changed_data(tmp_path):
     with pytest.raises(ConfigError, match="same config but was measured on other data"):
         train(compose_checked(args), args)
     assert load_record(first.path).data_fingerprint == first.record.data_fingerprint   # nothing overwritten
+
+
+def test_reusing_a_run_that_trained_at_another_precision_says_so(tmp_path, caplog):
+    """trainer.precision=auto is bf16 on a CPU with native bf16 and fp32 on one without: a record made on the other
+    kind of machine is reused as recorded, never silently."""
+    from qtha.trainer import resolve_precision
+
+    cfg = compose_checked(tiny_overrides(tmp_path, "trainer.max_steps=1", "eval.enabled=false"))
+    first = train(cfg, [])
+    here = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    assert first.record.precision == here
+    record = load_record(first.path)
+    record.precision = "bf16-mixed" if here != "bf16-mixed" else "32-true"
+    write_record(record, first.path)
+    again = train(cfg, [])
+    assert again.reused and again.record.precision == record.precision
+    assert f"trained at {record.precision}; trainer.precision={cfg.trainer.precision} resolves to {here}" in caplog.text
 
 
 def test_non_finite_loss_fails_the_run_naming_the_step(tmp_path, monkeypatch):

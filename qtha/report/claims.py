@@ -21,9 +21,9 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from qtha.identity import flatten, semantic
 from qtha.report.columns import column
-from qtha.report.tables import markdown
+from qtha.report.records import effective, frame
+from qtha.report.tables import markdown, summarise
 from qtha.results import RunRecord
 
 CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
@@ -46,6 +46,7 @@ class Estimate:
     high: float = math.nan
     p: float = math.nan
     lr: str = ""  # the learning rates the two sides trained at (a shared rate is visible here)
+    mismatched: tuple[int, ...] = ()  # seeds both sides ran, left unpaired: they trained at different precisions
 
 
 @dataclass(frozen=True)
@@ -62,17 +63,17 @@ def load_claims(path: Path = CLAIMS_FILE) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- paired comparisons
-def _side(records: Records, side: dict[str, Any], metric: str) -> dict[int, tuple[float, float]]:
-    """seed → (metric, lr) of the finished records of ``side``'s experiment that match its ``where`` values.
+def _side(records: Records, side: dict[str, Any], metric: str) -> dict[int, tuple[float, float, str]]:
+    """seed → (metric, lr, precision) of the finished records of ``side``'s experiment that match its ``where`` values.
 
     Two matching records of one seed (say one run on a GPU and one on the CPU) make the declaration ambiguous:
     a ValueError names them, rather than one silently standing in for the other."""
-    out: dict[int, tuple[float, float]] = {}
+    out: dict[int, tuple[float, float, str]] = {}
     seen: dict[int, Path] = {}
     for path, rec in records:
         if rec.experiment != side["experiment"] or rec.status != "ok":
             continue
-        flat = flatten(semantic(rec.config))
+        flat = effective(rec)
         if all(flat.get(k) == v for k, v in (side.get("where") or {}).items()):
             seed = int(rec.config["seed"])
             if seed in seen:
@@ -82,14 +83,14 @@ def _side(records: Records, side: dict[str, Any], metric: str) -> dict[int, tupl
             seen[seed] = path
             value = rec.metrics.get(metric)
             if isinstance(value, (int, float)) and math.isfinite(value):
-                out[seed] = (float(value), float(rec.config["trainer"]["lr"]))
+                out[seed] = (float(value), float(rec.config["trainer"]["lr"]), str(flat.get("trainer.precision")))
     return out
 
 
 def shortfall(records: Records, side: dict[str, Any]) -> str:
     """Why ``side`` has few records: its experiment's finished records, narrowed by each ``where`` value in turn,
     with the values found where the narrowing runs dry (old records are then seen to predate a protocol)."""
-    pool = [flatten(semantic(r.config)) for _, r in records if r.experiment == side["experiment"] and r.status == "ok"]
+    pool = [effective(r) for _, r in records if r.experiment == side["experiment"] and r.status == "ok"]
     if not pool:
         return f"no finished records of `{side['experiment']}`"
     total = len(pool)
@@ -105,14 +106,17 @@ def shortfall(records: Records, side: dict[str, Any]) -> str:
 
 
 def paired(records: Records, comparison: dict[str, Any], metric: str, unit: str) -> Estimate:
-    """The comparison's estimate over the seeds both sides finished."""
+    """The comparison's estimate over the seeds both sides finished at one precision (a seed whose two runs
+    trained at different precisions, ``auto`` having resolved differently on two machines, is not a pair)."""
     metric = comparison.get("metric", metric)
     better_high = column(metric).higher_is_better
     method, comparator = (_side(records, comparison[k], metric) for k in ("method", "comparator"))
-    seeds = tuple(sorted(method.keys() & comparator.keys()))
+    both = sorted(method.keys() & comparator.keys())
+    seeds = tuple(s for s in both if method[s][2] == comparator[s][2])
+    mismatched = tuple(s for s in both if s not in seeds)
     lrs = sorted({f"{method[s][1]:g}" for s in seeds}), sorted({f"{comparator[s][1]:g}" for s in seeds})
     base = Estimate(comparison["name"], metric, len(seeds), seeds,
-                    lr=f"{'/'.join(lrs[0])} vs {'/'.join(lrs[1])}" if seeds else "")
+                    lr=f"{'/'.join(lrs[0])} vs {'/'.join(lrs[1])}" if seeds else "", mismatched=mismatched)
     if not seeds:
         return base
     m, c = [method[s][0] for s in seeds], [comparator[s][0] for s in seeds]
@@ -120,11 +124,12 @@ def paired(records: Records, comparison: dict[str, Any], metric: str, unit: str)
     scale = 100 / fmean(c) if unit == "%" else 1.0
     mean = fmean(diffs)
     if len(diffs) < 2:
-        return Estimate(base.name, metric, 1, seeds, fmean(m), fmean(c), mean * scale, lr=base.lr)
+        return Estimate(base.name, metric, 1, seeds, fmean(m), fmean(c), mean * scale, lr=base.lr,
+                        mismatched=mismatched)
     half = stats.t.ppf(0.975, len(diffs) - 1) * stdev(diffs) / math.sqrt(len(diffs))
     p = float(stats.ttest_1samp(diffs, 0.0).pvalue) if stdev(diffs) > 0 else (0.0 if mean else 1.0)
     return Estimate(base.name, metric, len(diffs), seeds, fmean(m), fmean(c), mean * scale, (mean - half) * scale,
-                    (mean + half) * scale, p, base.lr)
+                    (mean + half) * scale, p, base.lr, mismatched)
 
 
 def holm(ps: Sequence[float]) -> list[float]:
@@ -277,15 +282,29 @@ def _machines(records: Records) -> str:
         env, ver = rec.environment or {}, rec.versions or {}
         machine = env.get("gpu") or f"CPU, {env.get('cpu_count', '?')} cores"
         key = (rec.experiment, f"{rec.config.get('trainer', {}).get('accelerator', '?')} | {machine} | "
+                               f"{rec.precision or '?'} | "
                                f"{ver.get('torch', '?')} | {ver.get('transformers', '?')}")
         seen.setdefault(key, []).append(float(rec.wall_time_s or 0.0))
     rows = [[f"`{e}`", *m.split(" | "), str(len(w)), f"{sum(w) / 3600:.2f}"] for (e, m), w in sorted(seen.items())]
     total = sum(sum(w) for w in seen.values()) / 3600
-    return (markdown(["experiment", "trainer.accelerator", "machine", "torch", "transformers", "records",
+    return (markdown(["experiment", "trainer.accelerator", "machine", "precision", "torch", "transformers", "records",
                       "run hours"], rows)
             + f"\nRun hours: the records' wall-clock time (runs sharing a machine overlap), {total:.2f} h in all"
             + (f"; {resumed} resumed record(s) count only the attempt that finished (the interrupted one's time is "
                "not recorded)" if resumed else "") + ".\n")
+
+
+def _training(records: Records) -> str:
+    """Eval loss at init and after training per method in each main comparison (``*_main``): a method whose loss
+    does not move has not trained, and a comparison with it would say nothing about the method."""
+    ok = [(p, r) for p, r in records if r.status == "ok" and r.experiment.endswith("_main")]
+    if not ok:
+        return "No main comparison has finished runs yet.\n"
+    summary = summarise(frame(ok))
+    summary = summary[(summary.eval_tag == "") & summary.init_loss_mean.notna()]
+    rows = [[f"`{r.experiment}`", r.label, r.setting, str(r.n), f"{r.init_loss_mean:.4f}", f"{r.loss_mean:.4f}",
+             f"{100 * (r.loss_mean / r.init_loss_mean - 1):+.1f}%"] for r in summary.itertuples()]
+    return markdown(["experiment", "method", "setting", "n", "eval loss at init", "eval loss trained", "change"], rows)
 
 
 def render(records: Records, counts: Optional[pd.DataFrame], command: str, sha: Optional[str],
@@ -304,10 +323,17 @@ def render(records: Records, counts: Optional[pd.DataFrame], command: str, sha: 
         parts.append(f"\n## {c['id']}. {c['title']}\n\n**Paper:** {c['paper']}\n\n**Primary comparison "
                      f"(pre-declared):** {c['primary']['name']}.\n\n**Verdict: {v.verdict}** — {v.reason}.\n\n")
         parts.append(_evidence(v))
+        if v.primary.mismatched:
+            parts.append(f"\nSeed(s) {', '.join(map(str, v.primary.mismatched))} left unpaired in the primary "
+                         "comparison: its two runs trained at different precisions (`trainer.precision: auto` "
+                         "resolved differently on their machines; see each table's setting column).\n")
         if v.claim.get("kind") != "count" and v.primary.n < MIN_PAIRS:
             sides = (("QTHA side", "method"), ("comparator", "comparator"))
             parts.append("\nWhy the primary comparison has too few pairs: " + "; ".join(
                 f"{label}: {shortfall(records, v.claim['primary'][key])}" for label, key in sides) + ".\n")
+    parts.append("\n## Does every method train?\n\nEval loss at init (each adapter starts as the identity, so this is "
+                 "the base model's) and after training, mean over seeds, for every method of the main comparisons; "
+                 "each at its own selected learning rate.\n\n" + _training(records))
     parts.append("\n## Where the runs ran\n\n" + _machines(records))
     experiments = sorted({r.experiment for _, r in records})
     parts.append("\n## Tables and figures\n\n" + "".join(f"- `{e}`: [tables/{e}.md](tables/{e}.md)\n"

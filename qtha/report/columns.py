@@ -32,9 +32,11 @@ MATH = tuple(Column(k, label, True, 2) for k, label in
              (("accuracy", "acc"), ("strict_accuracy", "strict acc"), ("ctc", "CTC"), ("ac", "AC")))
 GENERATION = TEXT + MATH
 STEP_TIME = Column("step_time_s", "step time (s)", digits=3)
+# The eval loss before the first step (every adapter starts as the identity): what "it trained" is measured from.
+INIT_LOSS = Column("init_loss", "eval loss at init")
 
 # What a record contributes (RATIO is derived by the tables from the LoRA runs).
-RECORD_COLUMNS = (PARAMS, *LOSSES, *GENERATION, STEP_TIME)
+RECORD_COLUMNS = (PARAMS, INIT_LOSS, *LOSSES, *GENERATION, STEP_TIME)
 # Adapter knobs a sweep can vary, and the override that sets each.
 KNOBS = {"rank": "adapter.rank", "bond_dim": "adapter.bond_dim", "n_qubits": "adapter.n_qubits",
          "qnn_layers": "adapter.qnn_layers", "variant": "adapter.variant"}

@@ -107,6 +107,16 @@ def _show(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")) if isinstance(value, (list, dict)) else str(value)
 
 
+def effective(rec: RunRecord) -> dict[str, Any]:
+    """The record's flat config with ``trainer.precision: auto`` replaced by what it resolved to on the run's
+    machine (``rec.precision``): auto means bf16 on a CPU with native bf16 and fp32 on one without, so two runs of
+    one config on two CPUs can train at different precisions, and the report must tell them apart."""
+    flat = flatten(semantic(rec.config))
+    if flat.get("trainer.precision") == "auto" and rec.precision:
+        flat["trainer.precision"] = rec.precision
+    return flat
+
+
 def settings(records: Iterable[Record]) -> dict[Path, str]:
     """Per record, ``key=value`` for each config value that differs between the records of its experiment.
 
@@ -115,7 +125,7 @@ def settings(records: Iterable[Record]) -> dict[Path, str]:
     """
     by_experiment: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
     for path, rec in records:
-        by_experiment.setdefault(rec.experiment, []).append((path, flatten(semantic(rec.config))))
+        by_experiment.setdefault(rec.experiment, []).append((path, effective(rec)))
     out: dict[Path, str] = {}
     for rows in by_experiment.values():
         values: dict[tuple[str, Any], set[str]] = {}

@@ -115,3 +115,37 @@ def test_the_run_hours_say_when_a_resumed_record_undercounts(tmp_path: Path):
     text = claims.render(records.load(tmp_path), COUNTS, "python -m qtha.report", "abc", [CLAIM])
     machines = text.split("## Where the runs ran")[1].split("\n## ")[0]
     assert "1.00 h in all; 1 resumed record(s) count only the attempt that finished" in machines
+
+
+def _precisions(root: Path, resolved: dict[tuple[str, int], str]) -> None:
+    """Rewrite the records as runs that asked for ``trainer.precision: auto`` and resolved it as given."""
+    for path, record in records.load(root):
+        record.config["trainer"]["precision"] = "auto"
+        record.precision = resolved.get((record.config["adapter"]["name"], record.config["seed"]), "bf16-mixed")
+        write_record(record, path)
+
+
+def test_a_seed_whose_runs_resolved_auto_precision_differently_is_not_a_pair(tmp_path: Path):
+    _records(tmp_path, {1: 0.80, 2: 0.81, 3: 0.79}, {1: 1.00, 2: 1.02, 3: 0.99})
+    _precisions(tmp_path, {("qtha", 3): "32-true"})  # seed 3's QTHA ran on a CPU without native bf16
+    loaded = records.load(tmp_path)
+    v = claims.judge(CLAIM, loaded)
+    assert v.verdict == "not established" and v.primary.seeds == (1, 2) and v.primary.mismatched == (3,)
+    text = claims.render(loaded, COUNTS, "python -m qtha.report", "abc", [CLAIM])
+    assert "Seed(s) 3 left unpaired in the primary comparison: its two runs trained at different precisions" in text
+    setting = records.settings(loaded)
+    shown = {(rec.config["adapter"]["name"], rec.config["seed"]): setting[path] for path, rec in loaded}
+    assert shown[("qtha", 3)] == "trainer.precision=32-true"  # the tables split it from its bf16 seeds
+    assert {s for k, s in shown.items() if k != ("qtha", 3)} == {"trainer.precision=bf16-mixed"}
+    machines = text.split("## Where the runs ran")[1].split("\n## ")[0]
+    assert "| 32-true |" in machines and "| bf16-mixed |" in machines
+
+
+def test_every_main_method_shows_its_loss_at_init_and_after_training(tmp_path: Path):
+    for adapter, loss in (("lora", 0.5), ("qtha", 1.85)):  # an adapter whose loss never moved: visible at a glance
+        for seed in (1, 2, 3):
+            _write(tmp_path, "math_main", adapter, 1000, seed, metric_values=metrics(loss, loss, 0.0, 0.5))
+    text = claims.render(records.load(tmp_path), COUNTS, "python -m qtha.report", "abc", [CLAIM])
+    section = text.split("## Does every method train?")[1].split("\n## ")[0]
+    assert "| `math_main` | lora |  | 3 | 1.8500 | 0.5000 | -73.0% |" in section
+    assert "| `math_main` | qtha |  | 3 | 1.8500 | 1.8500 | +0.0% |" in section
