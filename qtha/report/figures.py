@@ -21,6 +21,7 @@ from qtha.report.columns import ADAPTER_ORDER, GENERATION, KNOBS, PARAMS, Column
 
 EVAL_LOSS = column("loss")
 FORMATS = ("png", "pdf")
+MARKERS = "osD^vP*Xph"  # tells apart the labels of one adapter (QTHA's variants share its colour)
 _METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None, "CreationDate": None}}
 
 
@@ -77,15 +78,17 @@ def loss_curves(history: pd.DataFrame, experiment: str) -> Figure | None:
     return fig
 
 
-def is_swept(rows: pd.DataFrame, x: str) -> bool:
-    """Some adapter's finished runs take more than one value of column ``x``."""
-    return bool(rows.dropna(subset=[x]).groupby("label")[x].nunique().gt(1).any())
+def swept(rows: pd.DataFrame, x: str) -> pd.DataFrame:
+    """The rows of the adapters whose finished runs take more than one value of column ``x``: a method held at one
+    value (QTHA's rank beside LoRA's r = 4 and 8) is a lone point with nothing to read along the axis."""
+    rows = rows.dropna(subset=[x])
+    return rows[rows.groupby("label")[x].transform("nunique").gt(1)]
 
 
 def metric_vs(summary: pd.DataFrame, x: str, override: str, experiment: str, log_x: bool = False) -> Figure | None:
     """Each metric vs a swept setting (``data_size`` or an adapter knob), mean ± std over seeds."""
-    rows = _finished(summary).dropna(subset=[x])
-    if not is_swept(rows, x):
+    rows = swept(_finished(summary), x)
+    if rows.empty:
         return None
     categorical = not all(pd.api.types.is_number(v) for v in rows[x])
     categories = sorted({str(v) for v in rows[x]})
@@ -108,7 +111,9 @@ def metric_vs(summary: pd.DataFrame, x: str, override: str, experiment: str, log
 
 
 def params_vs_metric(summary: pd.DataFrame, experiment: str) -> Figure | None:
-    """Trainable parameters (log x) vs each metric: the efficiency frontier of the adapters."""
+    """Trainable parameters (log x) vs each metric: the efficiency frontier of the adapters. One marker per method
+    (a selection's learning rates stack above its parameter count); the settings are in the tables, since a
+    label per point is unreadable once a selection holds dozens of them."""
     rows = _finished(summary)
     rows = rows[rows[f"{PARAMS.key}_mean"] > 0]
     if rows.empty:
@@ -116,14 +121,13 @@ def params_vs_metric(summary: pd.DataFrame, experiment: str) -> Figure | None:
     metrics = _metrics(rows)
     fig, axes = _panels(len(metrics), f"{experiment}: trainable parameters vs metric")
     for ax, metric in zip(axes, metrics):
-        for _, row in rows.iterrows():
-            x, y, std = row[f"{PARAMS.key}_mean"], row[f"{metric.key}_mean"], row[f"{metric.key}_std"]
-            ax.errorbar([x], [y], yerr=[0.0 if pd.isna(std) else std], marker="o", capsize=3,
-                        color=_color(row["adapter"]))
-            ax.annotate(f"{row['label']} {row['setting']}".strip(), (x, y), fontsize=6, xytext=(3, 3),
-                        textcoords="offset points")
+        for i, (label, group) in enumerate(rows.groupby("label", sort=True)):
+            ax.errorbar(group[f"{PARAMS.key}_mean"], group[f"{metric.key}_mean"],
+                        yerr=group[f"{metric.key}_std"].fillna(0), marker=MARKERS[i % len(MARKERS)], linestyle="none",
+                        capsize=3, label=label, color=_color(group.adapter.iloc[0]))
         ax.set_xscale("log")
         ax.set(xlabel=PARAMS.label, ylabel=metric.label)
+    _legend(axes[0])
     return fig
 
 

@@ -121,3 +121,17 @@ def test_a_winner_at_the_grids_edge_is_flagged(losses, failed, edge):
     assert method.at_edge is edge
     _, (row,) = selection.table([method])
     assert row[-1].endswith("(grid edge)") is edge
+
+
+def test_a_knob_plot_draws_only_the_methods_that_vary_it():
+    """LoRA at r = 4 and 8 makes a rank plot; QTHA's one rank beside it would be a lone point, so it is left out."""
+    from qtha.report.columns import GENERATION
+
+    rows = [{"status": "ok", "eval_tag": "", "adapter": adapter, "label": adapter, "setting": f"adapter.rank={rank}",
+             "rank": rank, "loss_mean": loss, "loss_std": 0.0, **{f"{c.key}_mean": float("nan") for c in GENERATION}}
+            for adapter, rank, loss in [("lora", 4, 0.02), ("lora", 8, 0.01), ("qtha", 4, 0.015)]]
+    fig = figures.metric_vs(pd.DataFrame(rows), "rank", "adapter.rank", "selection")
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["lora"]
+    held = pd.DataFrame([r for r in rows if r["adapter"] == "qtha"] + [rows[0]])
+    assert figures.metric_vs(held, "rank", "adapter.rank", "selection") is None  # nobody sweeps it: no plot
