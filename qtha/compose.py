@@ -28,7 +28,7 @@ from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseExceptio
 
 from qtha.adapters import ADAPTERS, check_adapter, expected_trainable
 from qtha.backbone import check_model, meta_model
-from qtha.config import DataConfig, LoggerConfig, ModelConfig, QuantumConfig, RunConfig, TrainerConfig
+from qtha.config import CONF_DIR, DataConfig, LoggerConfig, ModelConfig, QuantumConfig, RunConfig, TrainerConfig
 from qtha.data import check_data, local_test_rows
 from qtha.errors import ConfigError
 from qtha.evaluation import check_eval, check_metrics_fit
@@ -39,7 +39,6 @@ from qtha.selection import register_resolver
 from qtha.trainer import check_trainer
 from qtha.trainer import register_resolvers as register_trainer_resolvers
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"  # package data: a wheel carries it (``conf/`` links here)
 SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # ``name`` is a folder of results/runs/ and of Hydra's outputs
 
 

@@ -11,9 +11,12 @@ layer (``qtha/adapters/<method>.py``), so adding a method touches no file here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import MISSING
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # package data: a wheel carries it (``conf/`` links here)
 
 
 # --------------------------------------------------------------------------- model

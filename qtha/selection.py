@@ -8,7 +8,9 @@ value up at composition with ``trainer.lr: ${qtha.selected:<selection experiment
 finds the selection records whose adapter config equals the job's (or agrees on the adapter keys
 named after the experiment, ``${qtha.selected:select_x,name,variant}``, or — ``${qtha.selected:select_x,default}``
 — equals the default config of the job's adapter: a knob sweep at the default's learning rate), so the
-resolved config, and with it the run's identity, holds the number.
+resolved config, and with it the run's identity, holds the number. It refuses a row that has not yet finished
+every rate of the grid its experiment file declares: a winner read off half a grid is not the selection the
+protocol pre-declared, and a run that started early would carry it in its identity for good.
 """
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from qtha.config import CONF_DIR
 from qtha.errors import ConfigError
 from qtha.identity import plain, semantic
 from qtha.results import RunRecord, load_record, record_files, with_defaults
@@ -110,9 +114,38 @@ def select(results_dir: str | Path, experiment: str, adapter: dict[str, Any], ke
                       f"adapter keys to match, e.g. ${{qtha.selected:{experiment},name,variant,bond_dim}}")
 
 
+def grid(experiment: str) -> Optional[tuple[float, ...]]:
+    """The learning rates ``conf/experiment/<experiment>.yaml`` sweeps (``hydra.sweeper.params``), or None when
+    the file declares no discrete ``trainer.lr`` sweep (nothing to hold a row to)."""
+    path = CONF_DIR / "experiment" / f"{experiment}.yaml"
+    if not path.is_file():
+        return None
+    value = (OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params") or {}).get(SELECTED)
+    if value is None:
+        return None
+    (override,) = OverridesParser.create().parse_overrides([f"{SELECTED}={value}"])
+    if not override.is_discrete_sweep():
+        return None
+    return tuple(sorted(float(v) for v in override.sweep_iterator()))
+
+
+def missing(method: Method, rates: Sequence[float]) -> list[float]:
+    """The rates of ``rates`` with no finished run (ok or failed) in ``method``'s row."""
+    tried = (*method.losses, *method.failed)
+    return [lr for lr in rates if not any(math.isclose(lr, t, rel_tol=1e-9) for t in tried)]
+
+
 def _resolve(experiment: str, *keys: str, _root_: DictConfig) -> float:
     adapter = semantic({"adapter": plain(OmegaConf.to_container(_root_.adapter, resolve=True))})["adapter"]
-    return select(str(_root_.results_dir), experiment, adapter, keys).selected
+    method = select(str(_root_.results_dir), experiment, adapter, keys)
+    rates = grid(experiment)
+    left = missing(method, rates or ())
+    if left:
+        raise ConfigError(f"the selection row of {describe(method.adapter)} in {Path(_root_.results_dir) / 'runs' / experiment} "
+                          f"has {len(rates) - len(left)} of the {len(rates)} learning rates {experiment} declares "
+                          f"(missing {', '.join(f'{lr:g}' for lr in left)}); allowed: finish it first (python -m qtha.run "
+                          f"-m experiment={experiment} results_dir={_root_.results_dir} runs only what is missing)")
+    return method.selected
 
 
 def register_resolver() -> None:

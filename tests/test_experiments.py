@@ -18,7 +18,8 @@ EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 PROTOCOLS = {"cpsycound", "math", "math_easy", "smoke"}  # protocol configs: no sweep of their own
 CALIBRATIONS = {"math_easy_calibration"}  # one fixed probe of a task (a single run, its rate typed in on purpose)
 SELECTIONS = sorted(e for e in EXPERIMENTS if e.startswith("select_"))
-RATES = {1e-4: 1.3, 3e-4: 1.1, 1e-3: 1.0, 3e-3: 1.2, 1e-2: 1.4, 3e-2: float("nan")}  # 1e-3 wins; 3e-2 "diverged"
+RATES = {1e-4: 1.3, 3e-4: 1.1, 1e-3: 1.0, 3e-3: 1.2, 1e-2: 1.4, 3e-2: float("nan"),  # 1e-3 wins; 3e-2 and 1e-1
+         1e-1: float("nan")}  # "diverged": every rate of the declared grid has finished
 
 
 def _fake_selection(results: Path, experiment: str) -> None:
@@ -106,6 +107,19 @@ def test_a_main_comparison_without_its_selection_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"^trainer.lr: no finished selection run of this adapter \(adapter.name=qtha\) "
                                           r"in .*select_default; allowed: run the selection first"):
         compose_checked(["experiment=design_card", "adapter=qtha", f"results_dir={tmp_path}"])
+
+
+def test_a_selection_row_missing_a_rate_of_its_grid_is_one_line(tmp_path):
+    """A main comparison composed while its selection still trains reads no half-grid winner."""
+    _fake_selection(tmp_path, "select_default")
+    for path in (tmp_path / "runs" / "select_default").glob("qtha-0.1*"):
+        path.unlink()
+    with pytest.raises(ConfigError, match=r"^trainer.lr: the selection row of qtha in .*select_default has 6 of the 7 "
+                                          r"learning rates select_default declares \(missing 0.1\); allowed: finish it "
+                                          r"first \(python -m qtha.run -m experiment=select_default results_dir=.* runs only "
+                                          r"what is missing\)$"):
+        compose_checked(["experiment=design_card", "adapter=qtha", f"results_dir={tmp_path}"])
+    assert compose_checked(["experiment=design_card", "adapter=lora", f"results_dir={tmp_path}"]).trainer.lr == 1e-3
 
 
 def test_the_command_line_beats_the_experiment_sweep():
