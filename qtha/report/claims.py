@@ -21,6 +21,7 @@ import pandas as pd
 import yaml
 from scipy import stats
 
+from qtha.report import pareto
 from qtha.report.columns import column
 from qtha.report.records import effective, frame
 from qtha.report.tables import markdown, summarise
@@ -331,6 +332,7 @@ def render(records: Records, counts: Optional[pd.DataFrame], command: str, sha: 
             sides = (("QTHA side", "method"), ("comparator", "comparator"))
             parts.append("\nWhy the primary comparison has too few pairs: " + "; ".join(
                 f"{label}: {shortfall(records, v.claim['primary'][key])}" for label, key in sides) + ".\n")
+    parts.append("\n## Parameters vs loss (Pareto)\n\n" + pareto.section(records))
     parts.append("\n## Does every method train?\n\nEval loss at init (each adapter starts as the identity, so this is "
                  "the base model's) and after training, mean over seeds, for every method of the main comparisons; "
                  "each at its own selected learning rate.\n\n" + _training(records))

@@ -1,0 +1,58 @@
+"""REPRODUCTION.md's Pareto section: eval loss against trainable parameters over each method's size knob.
+
+One point per method per parameter budget says little about a method that can be made bigger or smaller;
+the ``pareto_*`` experiments sweep each one's size knob (LoRA's rank, QTHA's bond dimension and bottleneck,
+QuanTA's axes) at its selected learning rate, and this section lists every point with the frontier marked:
+the points no other point beats with at most as many parameters. The figure is
+``figures/pareto_loss_vs_params`` (``qtha.report.figures.pareto``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from qtha.report.figures import ci95
+from qtha.report.records import frame
+from qtha.report.tables import markdown, summarise
+from qtha.results import RunRecord
+
+PREFIX = "pareto_"
+FIGURE = "figures/pareto_loss_vs_params.png"
+COMMANDS = tuple(f"python -m qtha.run -m experiment={PREFIX}{m} results_dir=results" for m in ("lora", "qtha", "quanta"))
+
+
+def frontier(params: Sequence[float], loss: Sequence[float]) -> list[bool]:
+    """Per point, whether no other point has at most its parameters and a lower loss, or fewer parameters and
+    the same loss (the lower-left staircase of a loss-vs-size plot)."""
+    points = list(zip(params, loss))
+    return [not any((q <= p and m < l) or (q < p and m <= l) for j, (q, m) in enumerate(points) if j != i)
+            for i, (p, l) in enumerate(points)]
+
+
+def section(records: Sequence[tuple[Path, RunRecord]]) -> str:
+    """The Pareto table (method, size setting, parameters, n, eval loss ± 95 % CI half-width, frontier), or
+    what to run when no ``pareto_*`` record has finished."""
+    ok = [(p, r) for p, r in records if r.status == "ok" and r.experiment.startswith(PREFIX)]
+    if not ok:
+        return ("Not run yet: " + "; ".join(f"`{c}`" for c in COMMANDS) + ", then `python -m qtha.report`.\n")
+    rows = summarise(frame(ok))
+    rows = rows[rows.eval_tag == ""].sort_values(["trainable_params_mean", "loss_mean"]).reset_index(drop=True)
+    on = frontier(rows.trainable_params_mean.tolist(), rows.loss_mean.tolist())
+    table = markdown(
+        ["method", "setting", "trainable params", "n", "seeds", "eval loss", "95% CI ±", "frontier"],
+        [[r.label, r.setting or "—", f"{r.trainable_params_mean:,.0f}", str(r.n), r.seeds, f"{r.loss_mean:.4f}",
+          f"{ci95(r.loss_std, r.n):.4f}" if r.n > 1 else "—", "**yes**" if f else ""]
+         for r, f in zip(rows.itertuples(), on)])
+    best = rows.loc[rows.loss_mean.idxmin()]
+    few = int(rows.n.min())
+    return (f"Eval loss after training against trainable parameters, each method over its size knob at the "
+            f"learning rate `select_math_easy` chose for its default config, validation loss only (no generation); "
+            f"figure: [{FIGURE}]({FIGURE}). **frontier**: no other point has at most its parameters and a lower "
+            f"mean loss. Lowest loss: {best.label} [{best.setting}] {best.loss_mean:.4f} at "
+            f"{best.trainable_params_mean:,.0f} parameters. On the frontier: "
+            + ", ".join(f"{r.label} [{r.setting}]" for r, f in zip(rows.itertuples(), on) if f) + "."
+            + (f" Some points have {few} seed(s) and no interval: there the frontier orders means whose seed-to-seed "
+               "spread is not measured, a sketch rather than a ranking." if few < 3 else "")
+            + "\n\n" + table)
