@@ -40,6 +40,9 @@ RECORD_COLUMNS = (PARAMS, INIT_LOSS, *LOSSES, *GENERATION, STEP_TIME)
 # Adapter knobs a sweep can vary, and the override that sets each.
 KNOBS = {"rank": "adapter.rank", "bond_dim": "adapter.bond_dim", "n_qubits": "adapter.n_qubits",
          "qnn_layers": "adapter.qnn_layers", "variant": "adapter.variant"}
+# What each method's Pareto sweep (``pareto_*``) varies: the first knob runs along a line of the figure, the others
+# (QTHA's bottleneck) tell its lines apart.
+PARETO_KNOBS = {"lora": ("rank",), "qtha": ("bond_dim", "bottleneck"), "quanta": ("n_axes",)}
 ADAPTER_ORDER = ("none", "lora", "dora", "quanta", "qtha")
 # The setting of a row whose experiment varies nothing but adapter and seed (see report.records.settings).
 ONE_SETTING = "(one setting)"

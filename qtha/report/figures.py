@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
-from qtha.report.columns import ADAPTER_ORDER, GENERATION, KNOBS, PARAMS, Column, column
+from qtha.report.columns import ADAPTER_ORDER, GENERATION, KNOBS, PARAMS, PARETO_KNOBS, Column, column
 
 EVAL_LOSS = column("loss")
 FORMATS = ("png", "pdf")
@@ -159,18 +159,22 @@ def ci95(std: float, n: int) -> float:
 
 
 def pareto(summary: pd.DataFrame, metric: Column = EVAL_LOSS) -> Figure | None:
-    """Validation loss vs trainable parameters (log x), one line per method over its size knob, mean ± 95 % CI
-    over seeds: the trade-off instead of one point per method (SPEC §5)."""
+    """Validation loss vs trainable parameters (log x), one line per method over its size knob (QTHA: one per
+    bottleneck, over the bond dimension), mean ± 95 % CI over seeds: the trade-off instead of one point per method
+    (SPEC §5)."""
     rows = _finished(summary)
     rows = rows[rows[f"{PARAMS.key}_mean"] > 0].dropna(subset=[f"{metric.key}_mean"])
     if rows.adapter.nunique() < 2:
         return None
     fig, (ax,) = _panels(1, f"{metric.label} vs trainable parameters (mean ± 95% CI over seeds)")
-    for adapter, group in rows.groupby("adapter", sort=True):
+    along = {a: f"adapter.{knobs[0]}" for a, knobs in PARETO_KNOBS.items()}  # the knob a line runs over
+    fixed = pd.Series([_without(r.setting, along.get(r.adapter, "")) for r in rows.itertuples()], index=rows.index)
+    for i, ((adapter, rest), group) in enumerate(rows.groupby([rows.adapter, fixed], sort=True)):
         group = group.sort_values(f"{PARAMS.key}_mean")
         ax.errorbar(group[f"{PARAMS.key}_mean"], group[f"{metric.key}_mean"],
-                    yerr=[ci95(s, n) for s, n in zip(group[f"{metric.key}_std"], group.n)], marker="o", capsize=3,
-                    label=adapter, color=_color(adapter))
+                    yerr=[ci95(s, n) for s, n in zip(group[f"{metric.key}_std"], group.n)], capsize=3,
+                    marker=MARKERS[i % len(MARKERS)], label=f"{adapter} [{rest}]" if rest else adapter,
+                    color=_color(adapter))
     ax.set_xscale("log")
     ax.set(xlabel=PARAMS.label, ylabel=metric.label)
     _legend(ax)

@@ -13,8 +13,9 @@ from typing import Sequence
 
 import pandas as pd
 
+from qtha.report.columns import PARETO_KNOBS
 from qtha.report.figures import ci95
-from qtha.report.records import frame
+from qtha.report.records import frame, settings
 from qtha.report.tables import markdown, summarise
 from qtha.results import RunRecord
 
@@ -32,17 +33,22 @@ def frontier(params: Sequence[float], loss: Sequence[float]) -> list[bool]:
 
 
 def section(records: Sequence[tuple[Path, RunRecord]]) -> str:
-    """The Pareto table (method, size setting, parameters, n, eval loss ± 95 % CI half-width, frontier), or
+    """The Pareto table (method, size knobs, parameters, n, eval loss ± 95 % CI half-width, frontier), or
     what to run when no ``pareto_*`` record has finished."""
     ok = [(p, r) for p, r in records if r.status == "ok" and r.experiment.startswith(PREFIX)]
     if not ok:
         return ("Not run yet: " + "; ".join(f"`{c}`" for c in COMMANDS) + ", then `python -m qtha.report`.\n")
+    setting = settings(ok)
+    size = {(rec.experiment, setting[path]): " ".join(f"{k}={rec.config['adapter'].get(k)}"
+                                                       for k in PARETO_KNOBS.get(rec.config["adapter"]["name"], ()))
+            for path, rec in ok}
     rows = summarise(frame(ok))
     rows = rows[rows.eval_tag == ""].sort_values(["trainable_params_mean", "loss_mean"]).reset_index(drop=True)
+    rows["knobs"] = [size[(r.experiment, r.setting)] or "—" for r in rows.itertuples()]
     on = frontier(rows.trainable_params_mean.tolist(), rows.loss_mean.tolist())
     table = markdown(
-        ["method", "setting", "trainable params", "n", "seeds", "eval loss", "95% CI ±", "frontier"],
-        [[r.label, r.setting or "—", f"{r.trainable_params_mean:,.0f}", str(r.n), r.seeds, f"{r.loss_mean:.4f}",
+        ["method", "size", "trainable params", "n", "seeds", "eval loss", "95% CI ±", "frontier"],
+        [[r.label, r.knobs, f"{r.trainable_params_mean:,.0f}", str(r.n), r.seeds, f"{r.loss_mean:.4f}",
           f"{ci95(r.loss_std, r.n):.4f}" if r.n > 1 else "—", "**yes**" if f else ""]
          for r, f in zip(rows.itertuples(), on)])
     best = rows.loc[rows.loss_mean.idxmin()]
@@ -50,9 +56,9 @@ def section(records: Sequence[tuple[Path, RunRecord]]) -> str:
     return (f"Eval loss after training against trainable parameters, each method over its size knob at the "
             f"learning rate `select_math_easy` chose for its default config, validation loss only (no generation); "
             f"figure: [{FIGURE}]({FIGURE}). **frontier**: no other point has at most its parameters and a lower "
-            f"mean loss. Lowest loss: {best.label} [{best.setting}] {best.loss_mean:.4f} at "
+            f"mean loss. Lowest loss: {best.label} [{best.knobs}] {best.loss_mean:.4f} at "
             f"{best.trainable_params_mean:,.0f} parameters. On the frontier: "
-            + ", ".join(f"{r.label} [{r.setting}]" for r, f in zip(rows.itertuples(), on) if f) + "."
+            + ", ".join(f"{r.label} [{r.knobs}]" for r, f in zip(rows.itertuples(), on) if f) + "."
             + (f" Some points have {few} seed(s) and no interval: there the frontier orders means whose seed-to-seed "
                "spread is not measured, a sketch rather than a ranking." if few < 3 else "")
             + "\n\n" + table)

@@ -80,7 +80,9 @@ def test_the_pareto_figure_and_the_selection_table(tmp_path: Path):
     for experiment, adapter, knob, params in (("pareto_lora", "lora", {"rank": 2}, 115_200),
                                               ("pareto_lora", "lora", {"rank": 8}, 460_800),
                                               ("pareto_qtha", "qtha", {"bond_dim": 4}, 219_360),
-                                              ("pareto_qtha", "qtha", {"bond_dim": 8}, 456_000)):
+                                              ("pareto_qtha", "qtha", {"bond_dim": 8}, 456_000),
+                                              ("pareto_qtha", "qtha", {"bond_dim": 4, "bottleneck": 64}, 60_000),
+                                              ("pareto_qtha", "qtha", {"bond_dim": 8, "bottleneck": 64}, 90_000)):
         for seed in (1, 2, 3):
             cfg = config(adapter, 300, seed, experiment, **knob)
             rec = RunRecord(status="ok", experiment=experiment, label=f"{adapter}{knob}{seed}", config_hash=config_hash(cfg),
@@ -94,6 +96,12 @@ def test_the_pareto_figure_and_the_selection_table(tmp_path: Path):
                         metrics={"loss": 2.0, "heldout_loss": loss}, trainable_params=1)
         write_record(rec, record_path(root, "select_x", rec.stem))
     summary = tables.summarise(records.frame(records.load(root)))
+    pareto = summary[summary.experiment.str.startswith("pareto_")]
+    (ax,) = figures.pareto(pareto).axes
+    lines = {label: list(bars.lines[0].get_xdata()) for bars, label in zip(*ax.get_legend_handles_labels())}
+    # one line per method along its size knob; QTHA one per bottleneck, along the bond dimension
+    assert lines == {"lora": [115_200, 460_800], "qtha [adapter.bottleneck=64]": [60_000, 90_000],
+                     "qtha [adapter.bottleneck=256]": [219_360, 456_000]}
     (png, pdf) = figures.write_pareto(summary, tmp_path / "out")
     assert png.name == "pareto_loss_vs_params.png" and png.stat().st_size > 1024 and pdf.is_file()
     md, _ = tables.write_selection(root, "select_x", tmp_path / "out")

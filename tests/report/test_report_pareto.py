@@ -29,18 +29,20 @@ def _point(root: Path, experiment: str, adapter: str, params: int, losses: list[
 
 
 def test_the_section_lists_every_point_and_marks_the_frontier(tmp_path: Path):
+    """Points named by their size knobs even where the experiment varies nothing else (one QTHA point alone
+    has an empty setting)."""
     _point(tmp_path, "pareto_lora", "lora", 57_600, [0.030], rank=1)
     _point(tmp_path, "pareto_lora", "lora", 460_800, [0.020, 0.022, 0.024], rank=8)
-    _point(tmp_path, "pareto_qtha", "qtha", 219_360, [0.025], bond_dim=4)
-    _point(tmp_path, "pareto_qtha", "qtha", 456_000, [0.026], bond_dim=8)  # more than bond 4 and worse: dominated
+    _point(tmp_path, "pareto_qtha", "qtha", 219_360, [0.025], bond_dim=4, bottleneck=64)
+    _point(tmp_path, "pareto_qtha", "qtha", 456_000, [0.026], bond_dim=8, bottleneck=64)  # more than bond 4 and worse: dominated
     _point(tmp_path, "main", "lora", 230_400, [0.001])  # not a pareto_* experiment: left out
     text = pareto.section(records.load(tmp_path))
     lines = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [line.split(" | ")[2] for line in lines] == ["57,600", "219,360", "456,000", "460,800"]
     assert [line.rstrip(" |").endswith("**yes**") for line in lines] == [True, True, False, True]
-    assert "| adapter.rank=8 | 460,800 | 3 | 1,2,3 | 0.0220 | 0.0050 | **yes** |" in text  # t(0.975, 2)·0.002/√3
-    assert "| 219,360 | 1 | 1 | 0.0250 | — |" in text  # one seed: no interval
-    assert "Lowest loss: lora [adapter.rank=8] 0.0220 at 460,800 parameters" in text
+    assert "| lora | rank=8 | 460,800 | 3 | 1,2,3 | 0.0220 | 0.0050 | **yes** |" in text  # t(0.975, 2)·0.002/√3
+    assert "| qtha | bond_dim=4 bottleneck=64 | 219,360 | 1 | 1 | 0.0250 | — |" in text  # one seed: no interval
+    assert "Lowest loss: lora [rank=8] 0.0220 at 460,800 parameters" in text
     assert "Some points have 1 seed(s)" in text and "0.001" not in text
 
 
