@@ -176,6 +176,7 @@ def pareto(summary: pd.DataFrame, metric: Column = EVAL_LOSS) -> Figure | None:
                     marker=MARKERS[i % len(MARKERS)], label=f"{adapter} [{rest}]" if rest else adapter,
                     color=_color(adapter))
     ax.set_xscale("log")
+    ax.set_yscale("log")  # one badly sized point (QuanTA at 2 axes: 20 M parameters) must not flatten the rest
     ax.set(xlabel=PARAMS.label, ylabel=metric.label)
     _legend(ax)
     return fig
