@@ -1,53 +1,25 @@
 """REPRODUCTION.md: each claim judged from its pre-declared primary comparison (``claims.yaml``, SPEC §5).
 
-A comparison pairs the records of its two sides by seed (same data order for both methods), takes
-the per-seed differences of its metric (signed so that a positive difference favours QTHA), and
-reports their mean with a 95 % t-interval, the effect relative to the comparator's mean (or in
-points) with its interval, and a two-sided paired t-test p-value. The verdict comes from the
-primary comparison alone; secondary comparisons are listed with Holm-corrected p-values and never
-promoted. Fewer than three pairs is never a verdict. The relative interval divides the difference's
-interval by the comparator's mean (its own seed spread is not propagated): an approximation the
-table says it makes.
+Each comparison is a paired estimate (``qtha.report.paired``: QTHA is the method side, so a positive effect
+favours QTHA). The verdict comes from the primary comparison alone; secondary comparisons are listed with
+Holm-corrected p-values and never promoted. Fewer than three pairs is never a verdict.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import fmean, stdev
 from typing import Any, Optional, Sequence
 
 import pandas as pd
 import yaml
-from scipy import stats
 
-from qtha.report import pareto
-from qtha.report.columns import column
-from qtha.report.records import effective, frame
+from qtha.report import pareto, sweeps
+from qtha.report.paired import MIN_PAIRS, Estimate, Records, outcome, paired, shortfall
+from qtha.report.records import frame
 from qtha.report.tables import markdown, summarise
-from qtha.results import RunRecord
 
 CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
-MIN_PAIRS = 3
-Records = Sequence[tuple[Path, RunRecord]]
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """One paired comparison's numbers."""
-
-    name: str
-    metric: str
-    n: int
-    seeds: tuple[int, ...]
-    method_mean: float = math.nan
-    comparator_mean: float = math.nan
-    effect: float = math.nan  # in the claim's unit, positive = QTHA better
-    low: float = math.nan
-    high: float = math.nan
-    p: float = math.nan
-    lr: str = ""  # the learning rates the two sides trained at (a shared rate is visible here)
-    mismatched: tuple[int, ...] = ()  # seeds both sides ran, left unpaired: they trained at different precisions
 
 
 @dataclass(frozen=True)
@@ -61,76 +33,6 @@ class Verdict:
 
 def load_claims(path: Path = CLAIMS_FILE) -> list[dict[str, Any]]:
     return yaml.safe_load(path.read_text(encoding="utf-8"))["claims"]
-
-
-# --------------------------------------------------------------------------- paired comparisons
-def _side(records: Records, side: dict[str, Any], metric: str) -> dict[int, tuple[float, float, str]]:
-    """seed → (metric, lr, precision) of the finished records of ``side``'s experiment that match its ``where`` values.
-
-    Two matching records of one seed (say one run on a GPU and one on the CPU) make the declaration ambiguous:
-    a ValueError names them, rather than one silently standing in for the other."""
-    out: dict[int, tuple[float, float, str]] = {}
-    seen: dict[int, Path] = {}
-    for path, rec in records:
-        if rec.experiment != side["experiment"] or rec.status != "ok":
-            continue
-        flat = effective(rec)
-        if all(flat.get(k) == v for k, v in (side.get("where") or {}).items()):
-            seed = int(rec.config["seed"])
-            if seed in seen:
-                raise ValueError(f"claims: {seen[seed].name} and {path.name} both match {side['experiment']} "
-                                 f"{side.get('where')} at seed {seed}; allowed: pin the key that tells them apart "
-                                 "in claims.yaml")
-            seen[seed] = path
-            value = rec.metrics.get(metric)
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                out[seed] = (float(value), float(rec.config["trainer"]["lr"]), str(flat.get("trainer.precision")))
-    return out
-
-
-def shortfall(records: Records, side: dict[str, Any]) -> str:
-    """Why ``side`` has few records: its experiment's finished records, narrowed by each ``where`` value in turn,
-    with the values found where the narrowing runs dry (old records are then seen to predate a protocol)."""
-    pool = [effective(r) for _, r in records if r.experiment == side["experiment"] and r.status == "ok"]
-    if not pool:
-        return f"no finished records of `{side['experiment']}`"
-    total = len(pool)
-    for key, value in (side.get("where") or {}).items():
-        narrowed = [flat for flat in pool if flat.get(key) == value]
-        if not narrowed:
-            found = ", ".join(sorted({str(flat.get(key)) for flat in pool}))
-            return (f"`{side['experiment']}` has {total} finished records; none of the {len(pool)} left has "
-                    f"{key}={value} (found: {found})")
-        pool = narrowed
-    seeds = sorted({flat.get("seed") for flat in pool})
-    return f"`{side['experiment']}` has {len(pool)} matching finished records (seeds {seeds})"
-
-
-def paired(records: Records, comparison: dict[str, Any], metric: str, unit: str) -> Estimate:
-    """The comparison's estimate over the seeds both sides finished at one precision (a seed whose two runs
-    trained at different precisions, ``auto`` having resolved differently on two machines, is not a pair)."""
-    metric = comparison.get("metric", metric)
-    better_high = column(metric).higher_is_better
-    method, comparator = (_side(records, comparison[k], metric) for k in ("method", "comparator"))
-    both = sorted(method.keys() & comparator.keys())
-    seeds = tuple(s for s in both if method[s][2] == comparator[s][2])
-    mismatched = tuple(s for s in both if s not in seeds)
-    lrs = sorted({f"{method[s][1]:g}" for s in seeds}), sorted({f"{comparator[s][1]:g}" for s in seeds})
-    base = Estimate(comparison["name"], metric, len(seeds), seeds,
-                    lr=f"{'/'.join(lrs[0])} vs {'/'.join(lrs[1])}" if seeds else "", mismatched=mismatched)
-    if not seeds:
-        return base
-    m, c = [method[s][0] for s in seeds], [comparator[s][0] for s in seeds]
-    diffs = [(a - b) if better_high else (b - a) for a, b in zip(m, c)]
-    scale = 100 / fmean(c) if unit == "%" else 1.0
-    mean = fmean(diffs)
-    if len(diffs) < 2:
-        return Estimate(base.name, metric, 1, seeds, fmean(m), fmean(c), mean * scale, lr=base.lr,
-                        mismatched=mismatched)
-    half = stats.t.ppf(0.975, len(diffs) - 1) * stdev(diffs) / math.sqrt(len(diffs))
-    p = float(stats.ttest_1samp(diffs, 0.0).pvalue) if stdev(diffs) > 0 else (0.0 if mean else 1.0)
-    return Estimate(base.name, metric, len(diffs), seeds, fmean(m), fmean(c), mean * scale, (mean - half) * scale,
-                    (mean + half) * scale, p, base.lr, mismatched)
 
 
 def holm(ps: Sequence[float]) -> list[float]:
@@ -249,14 +151,6 @@ def _header(records: Records, command: str, sha: Optional[str], skipped: Sequenc
             "the records predate the per-method selection.\n\n")
 
 
-def outcome(est: Estimate) -> str:
-    """``wins`` / ``loses`` when the 95 % CI excludes 0 in QTHA's favour / against it, ``ties`` when it does not,
-    ``—`` below three pairs: what a comparison says, whatever effect size the paper claimed."""
-    if est.n < MIN_PAIRS or math.isnan(est.low):
-        return "—"
-    return "wins" if est.low > 0 else "loses" if est.high < 0 else "ties"
-
-
 def _scoreboard(found: Sequence[Verdict]) -> str:
     """Every measured comparison (primary and secondary, n ≥ 3) with its outcome, in one table."""
     rows = []
@@ -333,6 +227,7 @@ def render(records: Records, counts: Optional[pd.DataFrame], command: str, sha: 
             parts.append("\nWhy the primary comparison has too few pairs: " + "; ".join(
                 f"{label}: {shortfall(records, v.claim['primary'][key])}" for label, key in sides) + ".\n")
     parts.append("\n## Parameters vs loss (Pareto)\n\n" + pareto.section(records))
+    parts.append("\n## Knob sweeps\n\n" + sweeps.section(records))
     parts.append("\n## Does every method train?\n\nEval loss at init (each adapter starts as the identity, so this is "
                  "the base model's) and after training, mean over seeds, for every method of the main comparisons; "
                  "each at its own selected learning rate.\n\n" + _training(records))

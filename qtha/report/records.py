@@ -157,13 +157,17 @@ def unique(records: Sequence[Record]) -> tuple[list[Record], list[Path]]:
             [p for i, (p, _) in enumerate(records) if i not in chosen])
 
 
-def _knobs(adapter: dict[str, Any]) -> dict[str, Any]:
-    """Adapter knobs; QTHA's ``n_qubits`` resolves to its default (the rank), lists read ``8-16-8``."""
+def knobs(adapter: dict[str, Any]) -> dict[str, Any]:
+    """Adapter knobs as the layer builds them: QTHA's ``n_qubits`` resolves to its default (the rank) and
+    ``qnn_layers`` to its (the qubit count); lists read ``8-16-8``."""
     values = {k: adapter.get(k) for k in KNOBS}
     if isinstance(values["bond_dim"], list):
         values["bond_dim"] = "-".join(map(str, values["bond_dim"]))
-    if adapter["name"] == "qtha" and values["n_qubits"] is None:
-        values["n_qubits"] = values["rank"]
+    if adapter["name"] == "qtha":
+        if values["n_qubits"] is None:
+            values["n_qubits"] = values["rank"]
+        if values["qnn_layers"] is None:
+            values["qnn_layers"] = values["n_qubits"]
     return values
 
 
@@ -188,7 +192,7 @@ def _identity(path: Path, rec: RunRecord, setting: str) -> dict[str, Any]:
         "data_size": (cfg.get("data") or {}).get("size"), "max_steps": (cfg.get("trainer") or {}).get("max_steps"),
         "git_sha": rec.git_sha,
         "error": f"{rec.error['type']}: {error.strip().splitlines()[0] if error.strip() else ''}" if rec.error else "",
-        "path": str(path), **_knobs(cfg["adapter"]),
+        "path": str(path), **knobs(cfg["adapter"]),
     }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from synthetic_records import COUNTS, _write, metrics
 
-from qtha.report import claims, records
+from qtha.report import claims, paired, records
 from qtha.results import write_record
 
 CLAIM = {"id": "2", "title": "Training loss", "paper": "15% lower", "metric": "train_loss", "effect": 15, "unit": "%",
@@ -57,9 +57,9 @@ def test_secondaries_are_listed_with_holm_and_never_decide(tmp_path: Path):
     loaded = _records(tmp_path, {1: 0.5, 2: 0.5, 3: 0.5}, {1: 1.0, 2: 1.0, 3: 1.0}, size=300)  # only the secondary
     v = claims.judge(CLAIM, loaded)
     assert v.verdict == "not established" and v.primary.n == 0
-    assert claims.shortfall(loaded, CLAIM["primary"]["method"]) == (
+    assert paired.shortfall(loaded, CLAIM["primary"]["method"]) == (
         "`main` has 6 finished records; none of the 3 left has data.size=1000 (found: 300)")
-    assert claims.shortfall(loaded, {"experiment": "other"}) == "no finished records of `other`"
+    assert paired.shortfall(loaded, {"experiment": "other"}) == "no finished records of `other`"
     assert "Why the primary comparison has too few pairs: QTHA side: `main` has 6" in claims.render(
         loaded, COUNTS, "python -m qtha.report", "abc", [CLAIM])
     (est, adjusted), = v.secondary
@@ -100,7 +100,7 @@ def test_outcomes_say_win_loss_or_tie_from_the_interval_alone(tmp_path: Path):
     loss = claims.judge(CLAIM, _records(tmp_path / "b", {1: 1.20, 2: 1.21, 3: 1.19}, {1: 1.00, 2: 1.02, 3: 0.99}))
     tie = claims.judge(CLAIM, _records(tmp_path / "c", {1: 0.70, 2: 1.10, 3: 0.80}, {1: 1.00, 2: 0.90, 3: 1.00}))
     few = claims.judge(CLAIM, _records(tmp_path / "d", {1: 0.5, 2: 0.5}, {1: 1.0, 2: 1.0}))
-    assert [claims.outcome(v.primary) for v in (win, loss, tie, few)] == ["wins", "loses", "ties", "—"]
+    assert [paired.outcome(v.primary) for v in (win, loss, tie, few)] == ["wins", "loses", "ties", "—"]
     text = claims.render(records.load(tmp_path / "b"), COUNTS, "python -m qtha.report", "abc", [CLAIM])
     board = text.split("## Where QTHA wins, loses or ties")[1].split("\n## ")[0]
     assert "| 2. Training loss | primary | primary | train_loss | 3 |" in board and "**loses**" in board
