@@ -80,20 +80,26 @@ def table(records: Records, experiment: str) -> tuple[list[str], str]:
             if value == ref or not has_ref:
                 vs = ["(default)" if has_ref else "— (default not run)", ""]
             else:
-                sides = [{"experiment": experiment, "where": {"adapter.name": adapter, override: v}} for v in (value, ref)]
-                est = paired(records, {"name": f"{knob}={value}", "method": sides[0], "comparator": sides[1]}, "loss", "%")
+                method, comparator = ({"experiment": experiment, "where": {"adapter.name": adapter, override: v}}
+                                      for v in (value, ref))
+                est = paired(records, {"name": f"{knob}={value}", "method": method, "comparator": comparator},
+                             "loss", "%")
                 vs = [change(est), reading(est)]
             rows.append([adapter, f"{knob}={value}", f"{row.trainable_params_mean:,.0f}", str(row.n), row.seeds,
-                         f"{row.loss_mean:.4f}", f"{ci95(row.loss_std, row.n):.4f}" if row.n > 1 else "—", *vs])
+                         f"{row.loss_mean:.4f}", f"{ci95(row.loss_std, row.n):.4f}" if row.n > 1 else "—", *vs,
+                         "—" if math.isnan(row.step_time_s_mean) else f"{row.step_time_s_mean:.2f}"])
     return sorted(set(swept_knobs)), markdown(["method", "value", "trainable params", "n", "seeds", "eval loss",
-                                               "95% CI ±", "loss vs default (95% CI)", "reading"], rows)
+                                               "95% CI ±", "loss vs default (95% CI)", "reading", "step time (s)"],
+                                              rows)
 
 
-INTRO = ("Each adapter knob moved away from the method's default config, at the learning rate `select_math_easy` chose "
-         "for the default, validation loss only. **loss vs default**: the paired change of eval loss against the "
-         "default value, seed by seed (negative: lower loss), with its 95% CI; **lower** / **higher** when the CI "
-         "excludes 0. The qubit sweep moves the circuit depth with the qubit count (the authors' L = n_q); the depth "
-         "sweep holds 4 qubits; QTHA's rank sweep moves qubits and depth with the rank.\n\n")
+INTRO = ("Each adapter knob moved away from the method's default config, at the learning rate `select_math_easy` "
+         "chose for the default, validation loss only. **loss vs default**: the paired change of eval loss against "
+         "the default value, seed by seed (negative: lower loss), with its 95% CI; **lower** / **higher** when the "
+         "CI excludes 0. The qubit sweep moves the circuit depth with the qubit count (the authors' L = n_q); the "
+         "depth sweep holds 4 qubits; QTHA's rank sweep moves qubits and depth with the rank. **step time**: mean "
+         "seconds per training step on the machine each run ran on (the classical simulation's cost of a wider or "
+         "deeper circuit; runs that shared the CPU read slower).\n\n")
 
 
 def section(records: Records) -> str:
@@ -102,7 +108,8 @@ def section(records: Records) -> str:
     parts = []
     for experiment in found:
         swept_knobs, rows = table(records, experiment)
-        figures = ", ".join(f"[figures/{experiment}_vs_{k}.png](figures/{experiment}_vs_{k}.png)" for k in swept_knobs)
+        figures = ", ".join(f"[figures/{experiment}_vs_{k}.png](figures/{experiment}_vs_{k}.png)"
+                            for k in swept_knobs)
         parts.append(f"### `{experiment}`\n\nTable: [tables/{experiment}.md](tables/{experiment}.md); figure: "
                      f"{figures or '—'}.\n\n{rows}")
     missing = [e for e in experiments() if e not in found]

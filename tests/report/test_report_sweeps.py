@@ -11,11 +11,12 @@ from qtha.report import records, sweeps
 from qtha.results import RunRecord, record_path, write_record
 
 
-def _runs(root: Path, experiment: str, adapter: str, losses: list[float], **knob: object) -> None:
+def _runs(root: Path, experiment: str, adapter: str, losses: list[float], step: float | None = None,
+          **knob: object) -> None:
     for seed, loss in enumerate(losses, start=1):
         cfg = config(adapter, 1000, seed, experiment, **knob)
         rec = RunRecord(status="ok", experiment=experiment, label=f"{adapter}{knob}{seed}", config_hash=config_hash(cfg),
-                        config=cfg, metrics={"loss": loss, "train_loss": loss}, history=curve(loss, loss),
+                        config=cfg, metrics={"loss": loss, "train_loss": loss, **({"step_time_s": step} if step else {})}, history=curve(loss, loss),
                         trainable_params=1000 * int(next(iter(knob.values()))))
         write_record(rec, record_path(root, experiment, rec.stem))
 
@@ -41,25 +42,25 @@ def test_each_value_is_set_against_the_default_by_seed(tmp_path: Path):
     rows = _rows(text)
     assert [r[1] for r in rows] == ["n_qubits=2", "n_qubits=4", "n_qubits=8"]
     # diffs +0.010, +0.009, +0.011 on a default mean of 0.022: +45.5 %, half-width t(0.975, 2)·0.001/√3
-    assert rows[0][2:] == ["2,000", "3", "1,2,3", "0.0320", "0.0066", "+45.5% (+34.2 … +56.7)", "**higher**"]
-    assert rows[1][-2:] == ["(default)", ""]
-    assert rows[2][-1] == "no difference shown"  # diffs +0.001, −0.001, +0.001
+    assert rows[0][2:] == ["2,000", "3", "1,2,3", "0.0320", "0.0066", "+45.5% (+34.2 … +56.7)", "**higher**", "—"]
+    assert rows[1][-3:-1] == ["(default)", ""]
+    assert rows[2][-2] == "no difference shown"  # diffs +0.001, −0.001, +0.001
 
 
 def test_lower_loss_reads_lower_and_few_seeds_give_no_interval(tmp_path: Path):
     _runs(tmp_path, "rank_sweep", "lora", [0.020, 0.022, 0.024], rank=4)
-    _runs(tmp_path, "rank_sweep", "lora", [0.010, 0.012, 0.013], rank=8)
+    _runs(tmp_path, "rank_sweep", "lora", [0.010, 0.012, 0.013], step=1.25, rank=8)
     _runs(tmp_path, "rank_sweep", "lora", [0.030], rank=2)
     rows = _rows(sweeps.table(records.load(tmp_path), "rank_sweep")[1])
-    assert rows[0][1:4] == ["rank=2", "2,000", "1"] and rows[0][-2:] == ["—", "n < 3"]
-    assert rows[2][-1] == "**lower**" and rows[2][-2].startswith("-")
+    assert rows[0][1:4] == ["rank=2", "2,000", "1"] and rows[0][-3:-1] == ["—", "n < 3"]
+    assert rows[2][-2] == "**lower**" and rows[2][-3].startswith("-") and rows[2][-1] == "1.25"
 
 
 def test_a_sweep_without_its_default_compares_nothing(tmp_path: Path):
     _runs(tmp_path, "bond_dim_sweep", "qtha", [0.02, 0.03, 0.04], bond_dim=2)
     _runs(tmp_path, "bond_dim_sweep", "qtha", [0.01, 0.02, 0.03], bond_dim=16)
     rows = _rows(sweeps.table(records.load(tmp_path), "bond_dim_sweep")[1])
-    assert [r[-2] for r in rows] == ["— (default not run)"] * 2
+    assert [r[-3] for r in rows] == ["— (default not run)"] * 2
 
 
 def test_the_section_names_the_sweeps_not_run(tmp_path: Path):
