@@ -188,6 +188,14 @@ def write_pareto(summary: pd.DataFrame, out: Path) -> list[Path]:
     return save(fig, out / "figures" / "pareto_loss_vs_params") if fig is not None else []
 
 
+def _repeats(rows: pd.DataFrame, knob: str) -> bool:
+    """Whether ``knob`` reads, on every row that has it, what a knob before it in ``KNOBS`` reads: QTHA's qubits
+    resolve to its rank and its circuit layers to its qubits, so a sweep of one would draw the same plot twice."""
+    have = rows.dropna(subset=[knob])
+    earlier = list(KNOBS)[:list(KNOBS).index(knob)]
+    return not have.empty and any(have[knob].tolist() == have[e].tolist() for e in earlier)
+
+
 def build(summary: pd.DataFrame, history: pd.DataFrame, experiment: str) -> dict[str, Figure]:
     """Every figure this experiment's records support, by file-name suffix."""
     candidates = {
@@ -195,7 +203,8 @@ def build(summary: pd.DataFrame, history: pd.DataFrame, experiment: str) -> dict
         "vs_data_size": metric_vs(summary, "data_size", "data.size", experiment, log_x=True),
         "params_vs_metric": params_vs_metric(summary, experiment),
         "vs_evaluation": reevaluations(summary, experiment),
-        **{f"vs_{knob}": metric_vs(summary, knob, override, experiment) for knob, override in KNOBS.items()},
+        **{f"vs_{knob}": metric_vs(summary, knob, override, experiment) for knob, override in KNOBS.items()
+           if not _repeats(_finished(summary), knob)},
     }
     return {name: fig for name, fig in candidates.items() if fig is not None}
 

@@ -40,6 +40,18 @@ def test_a_swept_knob_gets_its_own_plot(results_dir: Path, tmp_path: Path):
     assert "qubits_sweep_vs_rank.png" not in names
 
 
+def test_a_knob_that_resolves_to_another_gets_no_second_plot():
+    """QTHA's circuit layers default to its qubits: a qubit sweep draws vs n_qubits once, not again vs qnn_layers;
+    a depth sweep at fixed qubits draws vs qnn_layers."""
+    def summary(qubits: list[int], layers: list[int]) -> pd.DataFrame:
+        return pd.DataFrame({"status": "ok", "eval_tag": "", "label": "qtha", "adapter": "qtha", "rank": 4,
+                             "bond_dim": 8, "n_qubits": qubits, "qnn_layers": layers, "variant": "full"})
+
+    assert figures._repeats(summary([2, 4, 8], [2, 4, 8]), "qnn_layers")
+    assert not figures._repeats(summary([4, 4, 4], [1, 2, 4]), "qnn_layers")
+    assert figures._repeats(summary([4, 4, 4], [4, 4, 4]), "n_qubits")  # n_qubits = rank: rank's plot (if any) says it
+
+
 def test_a_long_legend_sits_below_the_curves_not_over_them():
     """A selection has ~25 lines with long setting labels: the legend grows the figure instead of hiding the plot."""
     history = pd.DataFrame([{"label": "lora", "setting": f"trainer.accelerator=cpu trainer.lr={lr:g}", "step": step,
