@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 import pandas as pd
 import yaml
 
-from qtha.report import pareto, sweeps
+from qtha.report import noise, pareto, sweeps
 from qtha.report.paired import MIN_PAIRS, Estimate, Records, outcome, paired, shortfall
 from qtha.report.records import frame
 from qtha.report.tables import markdown, summarise
@@ -228,6 +228,7 @@ def render(records: Records, counts: Optional[pd.DataFrame], command: str, sha: 
                 f"{label}: {shortfall(records, v.claim['primary'][key])}" for label, key in sides) + ".\n")
     parts.append("\n## Parameters vs loss (Pareto)\n\n" + pareto.section(records))
     parts.append("\n## Knob sweeps\n\n" + sweeps.section(records))
+    parts.append("\n## Exact vs finite shots vs noise\n\n" + noise.section(records))
     parts.append("\n## Does every method train?\n\nEval loss at init (each adapter starts as the identity, so this is "
                  "the base model's) and after training, mean over seeds, for every method of the main comparisons; "
                  "each at its own selected learning rate.\n\n" + _training(records))

@@ -89,7 +89,6 @@ def paired(records: Records, comparison: dict[str, Any], metric: str, unit: str)
     """The comparison's estimate over the seeds both sides finished at one precision (a seed whose two runs
     trained at different precisions, ``auto`` having resolved differently on two machines, is not a pair)."""
     metric = comparison.get("metric", metric)
-    better_high = column(metric).higher_is_better
     method, comparator = (side_values(records, comparison[k], metric) for k in ("method", "comparator"))
     both = sorted(method.keys() & comparator.keys())
     seeds = tuple(s for s in both if method[s][2] == comparator[s][2])
@@ -99,17 +98,42 @@ def paired(records: Records, comparison: dict[str, Any], metric: str, unit: str)
                     lr=f"{'/'.join(lrs[0])} vs {'/'.join(lrs[1])}" if seeds else "", mismatched=mismatched)
     if not seeds:
         return base
-    m, c = [method[s][0] for s in seeds], [comparator[s][0] for s in seeds]
+    return estimate(base.name, metric, seeds, [method[s][0] for s in seeds], [comparator[s][0] for s in seeds], unit,
+                    base.lr, mismatched)
+
+
+def estimate(name: str, metric: str, seeds: Sequence[int], m: Sequence[float], c: Sequence[float], unit: str,
+             lr: str = "", mismatched: tuple[int, ...] = ()) -> Estimate:
+    """The paired estimate from the method side's and the comparator's values, seed by seed (``m[i]`` and ``c[i]``
+    at ``seeds[i]``): the mean difference signed so that a positive one favours the method side, its 95 %
+    t-interval and p-value, relative to the comparator's mean when ``unit`` is ``%``."""
+    seeds = tuple(seeds)
+    better_high = column(metric).higher_is_better
     diffs = [(a - b) if better_high else (b - a) for a, b in zip(m, c)]
     scale = 100 / fmean(c) if unit == "%" else 1.0
     mean = fmean(diffs)
     if len(diffs) < 2:
-        return Estimate(base.name, metric, 1, seeds, fmean(m), fmean(c), mean * scale, lr=base.lr,
-                        mismatched=mismatched)
+        return Estimate(name, metric, 1, seeds, fmean(m), fmean(c), mean * scale, lr=lr, mismatched=mismatched)
     half = stats.t.ppf(0.975, len(diffs) - 1) * stdev(diffs) / math.sqrt(len(diffs))
     p = float(stats.ttest_1samp(diffs, 0.0).pvalue) if stdev(diffs) > 0 else (0.0 if mean else 1.0)
-    return Estimate(base.name, metric, len(diffs), seeds, fmean(m), fmean(c), mean * scale, (mean - half) * scale,
-                    (mean + half) * scale, p, base.lr, mismatched)
+    return Estimate(name, metric, len(diffs), seeds, fmean(m), fmean(c), mean * scale, (mean - half) * scale,
+                    (mean + half) * scale, p, lr, mismatched)
+
+
+def change(est: Estimate) -> str:
+    """A lower-is-better metric's relative change from the comparator to the method side, with its 95 % CI
+    (``-11.5% (-78.8 … +55.8)``; the estimate's effect is positive when the method side's value is the lower)."""
+    if est.n < 2 or math.isnan(est.low):
+        return "—"
+    loss_change = [0.0 - v for v in (est.effect, est.high, est.low)]  # 0.0 - 0.0 is +0.0, not -0.0
+    return "{:+.1f}% ({:+.1f} … {:+.1f})".format(*loss_change)
+
+
+def reading(est: Estimate) -> str:
+    """**lower** / **higher** when the CI of :func:`change` excludes 0, below three pairs ``n < 3``."""
+    if est.n < MIN_PAIRS or math.isnan(est.low):
+        return f"n < {MIN_PAIRS}"
+    return "**lower**" if est.low > 0 else "**higher**" if est.high < 0 else "no difference shown"
 
 
 def outcome(est: Estimate) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Optional
 from qtha.config import CONF_DIR
 from qtha.report.columns import KNOBS
 from qtha.report.figures import ci95
-from qtha.report.paired import MIN_PAIRS, Estimate, Records, paired
+from qtha.report.paired import Records, change, paired, reading
 from qtha.report.records import effective, frame, knobs
 from qtha.report.tables import markdown, summarise
 
@@ -40,19 +40,6 @@ def swept(flats: list[dict[str, Any]]) -> Optional[str]:
     """The knob override (``adapter.n_qubits``) whose value varies among one method's records, or None."""
     varying = [o for o in KNOBS.values() if len({repr(f.get(o)) for f in flats}) > 1]
     return varying[0] if len(varying) == 1 else None
-
-
-def change(est: Estimate) -> str:
-    """The loss change of a paired estimate (its effect is positive when the value's loss is the lower)."""
-    if est.n < 2 or math.isnan(est.low):
-        return "—"
-    return f"{-est.effect:+.1f}% ({-est.high:+.1f} … {-est.low:+.1f})"
-
-
-def reading(est: Estimate) -> str:
-    if est.n < MIN_PAIRS or math.isnan(est.low):
-        return f"n < {MIN_PAIRS}"
-    return "**lower**" if est.low > 0 else "**higher**" if est.high < 0 else "no difference shown"
 
 
 def _order(value: Any) -> tuple[int, float, str]:
