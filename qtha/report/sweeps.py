@@ -11,8 +11,9 @@ as qubits, bond dimension 8); a sweep that leaves it out is listed without compa
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Optional
+
+import pandas as pd
 
 from qtha.config import CONF_DIR
 from qtha.report.columns import KNOBS
@@ -42,6 +43,15 @@ def swept(flats: list[dict[str, Any]]) -> Optional[str]:
     return varying[0] if len(varying) == 1 else None
 
 
+def _spread(times: pd.Series) -> str:
+    """Mean step time, with the range over seeds when they differ (hosts of one VM image run at different speeds)."""
+    times = times.dropna()
+    if times.empty:
+        return "—"
+    spread = f" ({times.min():.2f}–{times.max():.2f})" if times.max() - times.min() >= 0.005 else ""
+    return f"{times.mean():.2f}{spread}"
+
+
 def _order(value: Any) -> tuple[int, float, str]:
     return (0, float(value), "") if isinstance(value, (int, float)) else (1, 0.0, repr(value))
 
@@ -50,8 +60,9 @@ def table(records: Records, experiment: str) -> tuple[list[str], str]:
     """One sweep's knobs and rows: per method and value, n, seeds, parameters, eval loss ± 95 % CI half-width, and
     the paired loss change against the method's default value."""
     ok = [(p, r) for p, r in records if r.status == "ok" and r.experiment == experiment]
-    summary = summarise(frame(ok))
-    summary = summary[summary.eval_tag == ""]
+    runs = frame(ok)
+    runs = runs[runs.eval_tag == ""]
+    summary = summarise(runs)
     rows, swept_knobs = [], []
     for adapter in sorted({r.config["adapter"]["name"] for _, r in ok}):
         override = swept([effective(r) for _, r in ok if r.config["adapter"]["name"] == adapter])
@@ -74,9 +85,9 @@ def table(records: Records, experiment: str) -> tuple[list[str], str]:
                 vs = [change(est), reading(est)]
             rows.append([adapter, f"{knob}={value}", f"{row.trainable_params_mean:,.0f}", str(row.n), row.seeds,
                          f"{row.loss_mean:.4f}", f"{ci95(row.loss_std, row.n):.4f}" if row.n > 1 else "—", *vs,
-                         "—" if math.isnan(row.step_time_s_mean) else f"{row.step_time_s_mean:.2f}"])
+                         _spread(runs[(runs.adapter == adapter) & (runs[knob] == value)].step_time_s)])
     return sorted(set(swept_knobs)), markdown(["method", "value", "trainable params", "n", "seeds", "eval loss",
-                                               "95% CI ±", "loss vs default (95% CI)", "reading", "step time (s)"],
+                                               "95% CI ±", "loss vs default (95% CI)", "reading", "step time (s): mean (range)"],
                                               rows)
 
 
@@ -85,8 +96,10 @@ INTRO = ("Each adapter knob moved away from the method's default config, at the 
          "the default value, seed by seed (negative: lower loss), with its 95% CI; **lower** / **higher** when the "
          "CI excludes 0. The qubit sweep moves the circuit depth with the qubit count (the authors' L = n_q); the "
          "depth sweep holds 4 qubits; QTHA's rank sweep moves qubits and depth with the rank. **step time**: mean "
-         "seconds per training step on the machine each run ran on (the classical simulation's cost of a wider or "
-         "deeper circuit; runs that shared the CPU read slower).\n\n")
+         "seconds per training step on the machine each run ran on, with its range over seeds (the classical "
+         "simulation's cost of a wider or deeper circuit; runs that shared the CPU read slower, and the lent 2-core "
+         "hosts of one VM image differ in speed: compare values run side by side, or read the QNN benchmark "
+         "`results/benchmarks/qnn.md`, timed on one machine).\n\n")
 
 
 def section(records: Records) -> str:

@@ -12,8 +12,8 @@ from qtha.results import RunRecord, record_path, write_record
 
 
 def _runs(root: Path, experiment: str, adapter: str, losses: list[float], step: float | None = None,
-          **knob: object) -> None:
-    for seed, loss in enumerate(losses, start=1):
+          first_seed: int = 1, **knob: object) -> None:
+    for seed, loss in enumerate(losses, start=first_seed):
         cfg = config(adapter, 1000, seed, experiment, **knob)
         rec = RunRecord(status="ok", experiment=experiment, label=f"{adapter}{knob}{seed}", config_hash=config_hash(cfg),
                         config=cfg, metrics={"loss": loss, "train_loss": loss, **({"step_time_s": step} if step else {})}, history=curve(loss, loss),
@@ -75,3 +75,12 @@ def test_the_section_names_the_sweeps_not_run(tmp_path: Path):
 def test_two_varying_knobs_are_not_a_sweep():
     assert sweeps.swept([{"adapter.rank": 2, "adapter.bond_dim": 8}, {"adapter.rank": 4, "adapter.bond_dim": 4}]) is None
     assert sweeps.swept([{"adapter.rank": 2}, {"adapter.rank": 4}]) == "adapter.rank"
+
+
+def test_step_time_shows_its_range_over_seeds(tmp_path: Path):
+    """Seeds of one value that ran on hosts of different speed show the range beside the mean."""
+    _runs(tmp_path, "rank_sweep", "lora", [0.020, 0.021], step=1.0, rank=4)
+    _runs(tmp_path, "rank_sweep", "lora", [0.020], step=1.0, rank=8)
+    _runs(tmp_path, "rank_sweep", "lora", [0.021], step=2.0, first_seed=2, rank=8)
+    rows = _rows(sweeps.table(records.load(tmp_path), "rank_sweep")[1])
+    assert [r[-1] for r in rows] == ["1.00", "1.50 (1.00–2.00)"]
