@@ -59,6 +59,8 @@ def section(records: Sequence[tuple[Path, RunRecord]]) -> str:
             f"mean loss. Lowest loss: {best.label} [{best.knobs}] {best.loss_mean:.4f} at "
             f"{best.trainable_params_mean:,.0f} parameters. On the frontier: "
             + ", ".join(f"{r.label} [{r.knobs}]" for r, f in zip(rows.itertuples(), on) if f) + "."
-            + (f" Some points have {few} seed(s) and no interval: there the frontier orders means whose seed-to-seed "
-               "spread is not measured, a sketch rather than a ranking." if few < 3 else "")
+            + (f" Some points have {few} seed{'s' * (few > 1)} ("
+               + ("no interval" if few == 1 else "an interval on one degree of freedom, wide")
+               + "): there the frontier orders means whose seed-to-seed spread is barely measured, a sketch rather "
+               "than a ranking." if few < 3 else "")
             + "\n\n" + table)

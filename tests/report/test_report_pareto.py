@@ -43,7 +43,7 @@ def test_the_section_lists_every_point_and_marks_the_frontier(tmp_path: Path):
     assert "| lora | rank=8 | 460,800 | 3 | 1,2,3 | 0.0220 | 0.0050 | **yes** |" in text  # t(0.975, 2)·0.002/√3
     assert "| qtha | bond_dim=4 bottleneck=64 | 219,360 | 1 | 1 | 0.0250 | — |" in text  # one seed: no interval
     assert "Lowest loss: lora [rank=8] 0.0220 at 460,800 parameters" in text
-    assert "Some points have 1 seed(s)" in text and "0.001" not in text
+    assert "Some points have 1 seed (no interval)" in text and "0.001" not in text
 
 
 def test_without_pareto_records_the_section_says_what_to_run(tmp_path: Path):
