@@ -3,11 +3,14 @@
 One point per method per parameter budget says little about a method that can be made bigger or smaller;
 the ``pareto_*`` experiments sweep each one's size knob (LoRA's rank, QTHA's bond dimension and bottleneck,
 QuanTA's axes) at its selected learning rate, and this section lists every point with the frontier marked:
-the points no other point beats with at most as many parameters. The figure is
+the points no other point beats with at most as many parameters. A frontier orders means; whether a method
+beats LoRA *at its size* is a paired question, so each other point is also set against the LoRA rank nearest it
+in parameters (within ``NEAR``×), seed by seed (:func:`qtha.report.paired.estimate`). The figure is
 ``figures/pareto_loss_vs_params`` (``qtha.report.figures.pareto``).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -15,12 +18,14 @@ import pandas as pd
 
 from qtha.report.columns import PARETO_KNOBS
 from qtha.report.figures import ci95
-from qtha.report.records import frame, settings
+from qtha.report.paired import change, estimate, reading
+from qtha.report.records import effective, frame, settings
 from qtha.report.tables import markdown, summarise
 from qtha.results import RunRecord
 
 PREFIX = "pareto_"
 FIGURE = "figures/pareto_loss_vs_params.png"
+NEAR = 1.5  # a LoRA rank within this factor of a point's parameter count is "its size"
 COMMANDS = tuple(f"python -m qtha.run -m experiment={PREFIX}{m} results_dir=results" for m in ("lora", "qtha", "quanta"))
 
 
@@ -30,6 +35,48 @@ def frontier(params: Sequence[float], loss: Sequence[float]) -> list[bool]:
     points = list(zip(params, loss))
     return [not any((q <= p and m < l) or (q < p and m <= l) for j, (q, m) in enumerate(points) if j != i)
             for i, (p, l) in enumerate(points)]
+
+
+def _seeds(ok: Sequence[tuple[Path, RunRecord]]) -> dict[tuple[str, str], dict[int, tuple[float, str]]]:
+    """Per point (experiment, setting): seed → (eval loss, precision) of its finished runs."""
+    setting = settings(ok)
+    out: dict[tuple[str, str], dict[int, tuple[float, str]]] = {}
+    for path, rec in ok:
+        loss = rec.metrics.get("loss")
+        if isinstance(loss, (int, float)) and math.isfinite(loss):
+            out.setdefault((rec.experiment, setting[path]), {})[int(rec.config["seed"])] = (
+                float(loss), str(effective(rec).get("trainer.precision")))
+    return out
+
+
+def matched(ok: Sequence[tuple[Path, RunRecord]], rows: pd.DataFrame) -> str:
+    """Each non-LoRA point against the LoRA point nearest it in trainable parameters (within ``NEAR``×): the
+    paired change of eval loss over the seeds both ran at one precision, with its 95 % CI; "" without LoRA points."""
+    lora = rows[rows.adapter == "lora"]
+    if lora.empty:
+        return ""
+    seeds = _seeds(ok)
+    lines = []
+    for r in rows[rows.adapter != "lora"].itertuples():
+        gap = (lora.trainable_params_mean / r.trainable_params_mean).map(lambda x: abs(math.log(x)))
+        near = lora.loc[gap.idxmin()]
+        if gap.min() > math.log(NEAR):
+            lines.append([r.label, r.knobs, f"{r.trainable_params_mean:,.0f}", f"none within {NEAR:g}×", "", "0", "",
+                          "", "—", ""])
+            continue
+        mine, theirs = seeds.get((r.experiment, r.setting), {}), seeds.get((near.experiment, near.setting), {})
+        both = sorted(s for s in mine.keys() & theirs.keys() if mine[s][1] == theirs[s][1])
+        est = estimate(f"{r.label} vs lora", "loss", both, [mine[s][0] for s in both], [theirs[s][0] for s in both],
+                       "%") if both else None
+        lines.append([r.label, r.knobs, f"{r.trainable_params_mean:,.0f}", near.knobs,
+                      f"{near.trainable_params_mean:,.0f}", str(len(both)), ",".join(map(str, both)),
+                      f"{est.method_mean:.4f} vs {est.comparator_mean:.4f}" if est else "—",
+                      change(est) if est else "—", reading(est) if est else ""])
+    return ("\n\nEach other point against the LoRA rank nearest it in trainable parameters (within "
+            f"{NEAR:g}×), paired by seed at one precision: **loss vs LoRA** is the change of eval loss from LoRA's "
+            "(negative: lower), with its 95% CI; **lower** / **higher** when the CI excludes 0.\n\n"
+            + markdown(["method", "size", "trainable params", "LoRA", "LoRA params", "n", "seeds",
+                        "eval loss (vs LoRA)", "loss vs LoRA (95% CI)", "reading"], lines))
 
 
 def section(records: Sequence[tuple[Path, RunRecord]]) -> str:
@@ -63,4 +110,4 @@ def section(records: Sequence[tuple[Path, RunRecord]]) -> str:
                + ("no interval" if few == 1 else "an interval on one degree of freedom, wide")
                + "): there the frontier orders means whose seed-to-seed spread is barely measured, a sketch rather "
                "than a ranking." if few < 3 else "")
-            + "\n\n" + table)
+            + "\n\n" + table + matched(ok, rows))
